@@ -1,0 +1,1 @@
+"""User-facing entry points: the `rewis` CLI and the Gradio demo."""

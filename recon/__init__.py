@@ -1,0 +1,1 @@
+"""Sources (images, RGB-D, LiDAR, COLMAP, synthetic) -> Scene. Imports neither `segment` nor `rewis`."""

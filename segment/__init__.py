@@ -1,0 +1,1 @@
+"""2D models (SegFormer), batch inference, metrics, palettes. Never imports `rewis`."""
