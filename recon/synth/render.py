@@ -1,0 +1,215 @@
+"""Ray-casting renderer: open3d RaycastingScene on the CPU, procedural albedo, Lambertian light + shadows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import open3d as o3d
+
+from recon.dataset import IGNORE_INDEX, ClassList
+from recon.synth.materials import Surface, shade_albedo
+from recon.synth.mesh import rotate
+from recon.synth.noise import NoiseBank
+
+SHADOW_OFFSET = 2e-3  # metres along the normal, so a shadow ray does not hit its own surface
+
+
+@dataclass
+class Lighting:
+    ambient: float
+    diffuse: float
+    sun_direction: np.ndarray | None = None        # unit vector towards the sun (street)
+    lamp_position: np.ndarray | None = None        # point light (room)
+    lamp_range: float = 4.0                        # metres at which a lamp's light has halved
+    sky: Callable[[np.ndarray], np.ndarray] | None = None  # unit directions (N,3) -> rgb (N,3)
+    haze_distance: float | None = None
+    haze_colour: np.ndarray = field(default_factory=lambda: np.array([0.75, 0.8, 0.85]))
+
+
+@dataclass
+class SynthScene:
+    """Everything a preset builds: geometry with semantics, light, the camera path."""
+    classes: ClassList
+    mesh: dict[str, np.ndarray]
+    lighting: Lighting
+    K: np.ndarray                  # (3, 3) for the requested image size
+    poses: list[np.ndarray]        # cam_from_world (4, 4) per frame
+    miss_class: int = IGNORE_INDEX  # class of rays that hit nothing (sky)
+    noise_seed: int = 0
+
+
+@dataclass
+class Hits:
+    t: np.ndarray        # (N,) ray parameter (inf on a miss)
+    prim: np.ndarray     # (N,) int64 triangle index, -1 on a miss
+    bary: np.ndarray     # (N, 2) barycentric (u, v): p = (1-u-v) a + u b + v c
+    geo_normal: np.ndarray  # (N, 3) unit triangle normal (unoriented)
+
+    def subset(self, mask: np.ndarray) -> "Hits":
+        return Hits(self.t[mask], self.prim[mask], self.bary[mask], self.geo_normal[mask])
+
+
+@dataclass
+class FrameRender:
+    rgb: np.ndarray       # (H, W, 3) uint8
+    label: np.ndarray     # (H, W) uint8
+    instance: np.ndarray  # (H, W) uint16
+    depth: np.ndarray     # (H, W) float32 z in metres, 0 = none
+
+
+class Renderer:
+    def __init__(self, scene: SynthScene):
+        self.scene = scene
+        self.mesh = scene.mesh
+        self.noise = NoiseBank(scene.noise_seed)
+        self._ray_cache: dict = {}
+        self.pixel_angle = 0.0  # radians per pixel of the current camera (texture pre-filtering)
+        self.raycaster = o3d.t.geometry.RaycastingScene()
+        self.raycaster.add_triangles(o3d.core.Tensor(self.mesh["vertices"].astype(np.float32)),
+                                     o3d.core.Tensor(self.mesh["triangles"].astype(np.uint32)))
+
+    # ------------------------------------------------------------------ rays
+
+    def cast(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
+        rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
+        out = self.raycaster.cast_rays(o3d.core.Tensor(rays))
+        prim = out["primitive_ids"].numpy().astype(np.int64)
+        prim[prim == o3d.t.geometry.RaycastingScene.INVALID_ID] = -1
+        t = out["t_hit"].numpy().astype(np.float64)
+        t[prim < 0] = np.inf
+        return Hits(t, prim, out["primitive_uvs"].numpy().astype(np.float64),
+                    out["primitive_normals"].numpy().astype(np.float64))
+
+    def occluded(self, origins: np.ndarray, directions: np.ndarray, t_far: float) -> np.ndarray:
+        rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
+        hit = self.raycaster.test_occlusions(o3d.core.Tensor(rays), tnear=0.0, tfar=t_far)
+        return hit.numpy().astype(bool)
+
+    def interpolate(self, attribute: str, prim: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        corners = self.mesh["triangles"][prim]
+        values = self.mesh[attribute]
+        w = np.stack([1.0 - bary[:, 0] - bary[:, 1], bary[:, 0], bary[:, 1]], axis=1)
+        return np.einsum("nk,nkd->nd", w, values[corners])
+
+    # ------------------------------------------------------------------ shading
+
+    def shade(self, origins: np.ndarray, directions: np.ndarray, hits: Hits) -> np.ndarray:
+        light = self.scene.lighting
+        rgb = np.zeros((len(directions), 3))
+        unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+        miss = hits.prim < 0
+        if light.sky is not None and miss.any():
+            rgb[miss] = light.sky(unit[miss])
+        sel = ~miss
+        if not sel.any():
+            return rgb
+        prim, bary, d = hits.prim[sel], hits.bary[sel], unit[sel]
+        pos = origins[sel] + directions[sel] * hits.t[sel, None]
+        normal = self.interpolate("normals", prim, bary)
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+        facing = np.sign(np.sum(hits.geo_normal[sel] * d, axis=1))
+        geo = hits.geo_normal[sel] * -np.where(facing == 0, 1.0, facing)[:, None]
+        normal *= np.where(np.sum(normal * geo, axis=1) < 0, -1.0, 1.0)[:, None]
+        dist = hits.t[sel] * np.linalg.norm(directions[sel], axis=1)
+        slant = np.maximum(np.abs(np.sum(geo * d, axis=1)), 0.15)
+        surface = Surface(self.interpolate("uv", prim, bary), pos, self.mesh["tints"][self.mesh["obj"][prim]],
+                          self.noise, dist * self.pixel_angle / slant)
+        albedo = shade_albedo(self.mesh["material"][prim], surface)
+        light_in = self.incoming_light(pos + geo * SHADOW_OFFSET, normal)
+        colour = albedo * light_in[:, None]
+        if light.haze_distance:
+            colour = _mix(colour, light.haze_colour, 1.0 - np.exp(-dist / light.haze_distance))
+        rgb[sel] = colour
+        return rgb
+
+    def incoming_light(self, points: np.ndarray, normal: np.ndarray) -> np.ndarray:
+        light = self.scene.lighting
+        hemisphere = 0.8 + 0.2 * normal[:, 2]  # more sky light on up-facing surfaces
+        total = light.ambient * hemisphere
+        if light.sun_direction is not None:
+            sun = np.asarray(light.sun_direction, dtype=np.float64)
+            cos = np.clip(np.einsum("nd,d->n", normal, sun), 0.0, None)
+            lit = cos > 0
+            visible = np.zeros(len(points), dtype=bool)
+            visible[lit] = ~self.occluded(points[lit], np.broadcast_to(sun, (lit.sum(), 3)), np.inf)
+            total = total + light.diffuse * cos * visible
+        if light.lamp_position is not None:
+            to_lamp = np.asarray(light.lamp_position) - points
+            dist = np.linalg.norm(to_lamp, axis=1)
+            cos = np.clip(np.sum(normal * to_lamp, axis=1) / np.maximum(dist, 1e-9), 0.0, None)
+            lit = cos > 0
+            visible = np.zeros(len(points), dtype=bool)
+            visible[lit] = ~self.occluded(points[lit], to_lamp[lit], 0.999)
+            falloff = 1.0 / (1.0 + (dist / light.lamp_range) ** 2)
+            total = total + light.diffuse * cos * visible * falloff
+        return total
+
+    # ------------------------------------------------------------------ cameras
+
+    def render_frame(self, K: np.ndarray, cam_from_world: np.ndarray, width: int, height: int,
+                     supersample: int = 2) -> FrameRender:
+        """Labels and depth from the pixel-centre ray; colour from the centre ray, averaged over
+        supersample x supersample sub-pixel rays where the pixel touches a surface edge (anti-aliasing)."""
+        world_from_cam = np.linalg.inv(cam_from_world)
+        self.pixel_angle = 1.0 / K[0, 0]
+        origins, dirs = self._camera_rays(K, world_from_cam, width, height, (0.5,))
+        centre = self.cast(origins, dirs)
+        label, instance, depth = self._semantics(centre)
+        edge = _edge_pixels(self._surface_key(centre).reshape(height, width)).ravel()
+        rgb = np.zeros((width * height, 3))
+        rgb[~edge] = self.shade(origins[~edge], dirs[~edge], centre.subset(~edge))
+        offsets = tuple((np.arange(supersample) + 0.5) / supersample)
+        samples = supersample * supersample
+        sub_origins, sub_dirs = self._camera_rays(K, world_from_cam, width, height, offsets,
+                                                  np.repeat(edge, samples))
+        edge_rgb = self.shade(sub_origins, sub_dirs, self.cast(sub_origins, sub_dirs))
+        rgb[edge] = edge_rgb.reshape(-1, samples, 3).mean(axis=1)
+        rgb8 = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8).reshape(height, width, 3)
+        shape = (height, width)
+        return FrameRender(rgb8, label.reshape(shape), instance.reshape(shape), depth.reshape(shape))
+
+    def _surface_key(self, hits: Hits) -> np.ndarray:
+        """Same key = same object face (object index and rounded normal), -1 for a miss."""
+        prim = np.where(hits.prim >= 0, hits.prim, 0)
+        quantised = np.round(np.abs(hits.geo_normal) * 4.0).astype(np.int64)
+        face = quantised[:, 0] * 81 + quantised[:, 1] * 9 + quantised[:, 2]
+        return np.where(hits.prim >= 0, self.mesh["obj"][prim].astype(np.int64) * 1000 + face, -1)
+
+    def _semantics(self, hits: Hits):
+        hit = hits.prim >= 0
+        prim = np.where(hit, hits.prim, 0)
+        label = np.where(hit, self.mesh["cls"][prim], self.scene.miss_class).astype(np.uint8)
+        instance = np.where(hit, self.mesh["instance"][prim], 0).astype(np.uint16)
+        depth = np.where(hit, hits.t, 0.0).astype(np.float32)  # camera rays have z = 1: t is depth
+        return label, instance, depth
+
+    def _camera_rays(self, K, world_from_cam, width, height, offsets, keep=None):
+        """Rays through pixel (u + ou, v + ov) for every offset pair; ordered (row, column, sample)."""
+        key = (tuple(np.asarray(K).ravel()), width, height, offsets)
+        if key not in self._ray_cache:
+            v, u, ov, ou = np.meshgrid(np.arange(height), np.arange(width), offsets, offsets, indexing="ij")
+            x = (u + ou - K[0, 2]) / K[0, 0]
+            y = (v + ov - K[1, 2]) / K[1, 1]
+            self._ray_cache[key] = np.stack([x.ravel(), y.ravel(), np.ones(x.size)], axis=1)
+        dirs_cam = self._ray_cache[key] if keep is None else self._ray_cache[key][keep]
+        dirs = rotate(dirs_cam, world_from_cam[:3, :3])
+        origins = np.broadcast_to(world_from_cam[:3, 3], dirs.shape)
+        return origins, dirs
+
+
+def _edge_pixels(key: np.ndarray) -> np.ndarray:
+    """Pixels whose surface differs from a 4-neighbour's: only these get sub-pixel rays."""
+    edge = np.zeros(key.shape, dtype=bool)
+    horizontal = key[:, 1:] != key[:, :-1]
+    vertical = key[1:, :] != key[:-1, :]
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    edge[1:, :] |= vertical
+    edge[:-1, :] |= vertical
+    return edge
+
+
+def _mix(a, b, t):
+    return a * (1.0 - t[:, None]) + np.asarray(b) * t[:, None]
