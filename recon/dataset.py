@@ -123,7 +123,8 @@ def write_label(path: Path, label: np.ndarray, classes: ClassList) -> None:
     """Class ids as a palette PNG: pixel values are ids, viewers show the class colours."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="P")
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
     im.putpalette(classes.palette_bytes())
     im.save(path, optimize=False)
 
