@@ -1,0 +1,86 @@
+"""`rewis recon DIR --out SCENE`: reconstruct a sequence folder into a Scene (see recon/build.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recon.errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", help="sequence folder (SEQ/images/...) or a folder of images")
+    p.add_argument("--out", help="scene folder to write")
+    p.add_argument("--source", choices=("images", "rgbd", "lidar", "colmap"), default=None,
+                   help="input kind (default: images, or colmap when DIR holds only a COLMAP model)")
+    p.add_argument("--dense", action=argparse.BooleanOptionalAction, default=None,
+                   help="densify with plane-sweep stereo (default: on for images)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty SCENE")
+    p.add_argument("--weak-kind", default=None, help="weak labels to accumulate (default: scribbles if present)")
+    p.add_argument("--color", choices=("rgb", "label", "confidence"), default="rgb", help="colour of cloud.ply/.glb")
+    p.add_argument("--export-only", metavar="SCENE", default=None,
+                   help="only re-colour SCENE/cloud.ply and cloud.glb of an existing scene")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("images (SfM)")
+    g.add_argument("--matching", choices=("auto", "sequential", "exhaustive"), default="auto",
+                   help="pairs to match; auto = exhaustive up to --exhaustive-max frames, else sequential")
+    g.add_argument("--exhaustive-max", type=int, default=20)
+    g.add_argument("--overlap", type=int, default=10, help="sequential matching: neighbours per frame")
+    g.add_argument("--loop-detection", action="store_true", help="sequential matching: detect loops")
+    g.add_argument("--camera", choices=("shared", "per-image"), default="shared")
+    g.add_argument("--use-intrinsics", action="store_true", help="take K from SEQ/cameras.json (fixed)")
+    g.add_argument("--focal-factor", type=float, default=1.2, help="focal prior = factor * max(W, H) without EXIF")
+    g.add_argument("--max-features", type=int, default=8192)
+    g.add_argument("--mapper", choices=("incremental", "global"), default="incremental")
+    g.add_argument("--no-robust", dest="robust", action="store_false",
+                   help="one mapping attempt only (no retries, relaxed initialisation or fallback)")
+    g.add_argument("--min-registered", type=float, default=0.5, help="fail below this registered fraction")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("fusion (rgbd, dense)")
+    g.add_argument("--stride", type=int, default=2, help="use every n-th pixel of each depth map")
+    g.add_argument("--drop-fraction", type=float, default=0.1, help="least confident share dropped per view")
+    g.add_argument("--depth-conf", choices=("range", "constant"), default="range")
+    g.add_argument("--depth-half-range", type=float, default=10.0, help="range: depth (m) of confidence 0.5")
+    g = p.add_argument_group("colmap / lidar")
+    g.add_argument("--model", default=None, help="COLMAP sparse model folder (default: DIR/sparse/0, DIR/sparse, DIR)")
+    g.add_argument("--max-scans", type=int, default=None, help="lidar: use at most this many scans")
+    g.add_argument("--scan", default=None, help="lidar, KITTI object layout: scan id such as 000001 (default: first)")
+    g.add_argument("--visibility", choices=("zbuffer", "none"), default="zbuffer",
+                   help="lidar links: z-buffer per pixel, or every point in the image and in front")
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon.build import export_only, reconstruct
+    from recon.sources import ReconOptions
+
+    if args.export_only:
+        paths = export_only(args.export_only, args.color)
+        print(f"re-coloured by {args.color}: {', '.join(map(str, paths))}")
+        return 0
+    if not args.dir or not args.out:
+        raise InputError("need DIR and --out SCENE (or --export-only SCENE); see 'rewis recon --help'")
+    _check_ranges(args)
+    options = ReconOptions(
+        source=args.source, dense=args.dense, weak_kind=args.weak_kind, progress=not args.quiet,
+        stride=args.stride, drop_fraction=args.drop_fraction, depth_conf=args.depth_conf,
+        depth_half_range=args.depth_half_range, matching=args.matching, exhaustive_max=args.exhaustive_max,
+        overlap=args.overlap, loop_detection=args.loop_detection, shared_camera=args.camera == "shared",
+        use_intrinsics=args.use_intrinsics, focal_factor=args.focal_factor, max_features=args.max_features,
+        seed=args.seed, mapper=args.mapper, robust=args.robust, min_registered=args.min_registered,
+        model=args.model, max_scans=args.max_scans, scan=args.scan,
+        visibility=args.visibility)
+    report = reconstruct(args.dir, args.out, options, overwrite=args.overwrite, color=args.color)
+    print(f"scene written to {args.out}: {report['frames_registered']}/{report['frames_total']} frames, "
+          f"{report['points']} points, {report['links']} links, {report['seconds']:.1f} s", file=sys.stdout)
+    return 0
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    if args.stride < 1:
+        raise InputError(f"--stride {args.stride}: must be >= 1")
+    if not 0 <= args.drop_fraction < 1:
+        raise InputError(f"--drop-fraction {args.drop_fraction}: must lie in [0, 1)")
+    if not 0 <= args.min_registered <= 1:
+        raise InputError(f"--min-registered {args.min_registered}: must lie in [0, 1]")
+    if args.depth_half_range <= 0 or args.focal_factor <= 0:
+        raise InputError("--depth-half-range and --focal-factor must be positive")

@@ -1,0 +1,221 @@
+"""The only module that touches pycolmap's API (it changes between versions; this targets pycolmap 4.x).
+
+Everything returned is plain numpy (`SfmModel`), so the rest of rewis never sees a pycolmap object.
+glog output goes to a log file (`quiet_native_logs`) so our own per-stage progress stays readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from recon.errors import InputError
+
+
+@dataclass
+class SfmModel:
+    """A registered model as arrays; frames sorted by image name."""
+
+    names: list[str]
+    sizes: np.ndarray  # (F, 2) int width, height
+    K: np.ndarray  # (F, 3, 3)
+    cam_from_world: np.ndarray  # (F, 4, 4)
+    camera_params: list[list[float]]  # raw COLMAP parameters per frame (e.g. f, cx, cy, k)
+    camera_model: str
+    xyz: np.ndarray  # (P, 3)
+    rgb: np.ndarray  # (P, 3) uint8
+    error: np.ndarray  # (P,) mean reprojection error in pixels
+    track_length: np.ndarray  # (P,)
+    obs_point: np.ndarray  # (L,) index into the points
+    obs_frame: np.ndarray  # (L,) index into the frames
+    obs_xy: np.ndarray  # (L, 2) continuous pixel coordinates (COLMAP convention: pixel centre at +0.5)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.names)
+
+
+@contextlib.contextmanager
+def quiet_native_logs(log_path: Path):
+    """Send the C++ libraries' stderr (glog, Ceres) to `log_path` for the duration of the block."""
+    pycolmap.logging.minloglevel = 1  # warnings and errors only, and those go to the file
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    # Python's own messages (our progress, tqdm) keep going to the terminal through a copy of fd 2
+    sys.stderr = open(os.dup(saved), "w", buffering=1, closefd=True)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def set_seed(seed: int) -> None:
+    pycolmap.set_random_seed(int(seed))
+
+
+def extract_features(database: Path, image_dir: Path, names: list[str], *, shared_camera: bool = True,
+                     camera_model: str = "SIMPLE_RADIAL", camera_params: list[float] | None = None,
+                     focal_factor: float = 1.2, max_features: int = 8192, num_threads: int = -1) -> None:
+    """SIFT on the CPU. Without EXIF focal length COLMAP starts from focal = focal_factor * max(W, H)."""
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    reader.default_focal_length_factor = float(focal_factor)
+    if camera_params is not None:
+        reader.camera_params = ",".join(f"{p:.10g}" for p in camera_params)
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = num_threads
+    extraction.sift.max_num_features = int(max_features)
+    mode = pycolmap.CameraMode.SINGLE if shared_camera else pycolmap.CameraMode.PER_IMAGE
+    pycolmap.extract_features(database, image_dir, image_names=list(names), camera_mode=mode,
+                              reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu)
+
+
+def match_features(database: Path, mode: str = "sequential", *, overlap: int = 10, loop_detection: bool = False,
+                   num_threads: int = -1, seed: int = 0) -> None:
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = num_threads
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = int(seed)  # else each pair's RANSAC differs run to run
+    if mode == "exhaustive":
+        pycolmap.match_exhaustive(database, matching_options=matching, verification_options=verification,
+                                  device=pycolmap.Device.cpu)
+    elif mode == "sequential":
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = int(overlap)
+        pairing.loop_detection = bool(loop_detection)
+        pycolmap.match_sequential(database, matching_options=matching, pairing_options=pairing,
+                                  verification_options=verification, device=pycolmap.Device.cpu)
+    else:
+        raise ValueError(f"unknown matching mode {mode!r}")
+
+
+@dataclass
+class MapperSettings:
+    seed: int = 0
+    num_threads: int = -1
+    refine_focal: bool = True
+    refine_extra: bool = True
+    # relaxed initialisation for forward motion (small triangulation angles between neighbouring frames)
+    init_min_tri_angle: float = 16.0
+    init_min_num_inliers: int = 100
+    init_max_forward_motion: float = 0.95
+    init_num_trials: int = 200
+    init_pair: tuple[int, int] | None = None  # COLMAP image ids (1-based, in import order)
+    min_model_size: int = 3
+
+
+def incremental_mapping(database: Path, image_dir: Path, out_dir: Path, settings: MapperSettings) -> list:
+    options = pycolmap.IncrementalPipelineOptions()
+    options.random_seed = settings.seed
+    options.num_threads = settings.num_threads
+    options.min_model_size = settings.min_model_size
+    options.ba_refine_focal_length = settings.refine_focal
+    options.ba_refine_extra_params = settings.refine_extra
+    options.init_num_trials = settings.init_num_trials
+    if settings.init_pair is not None:
+        options.init_image_id1, options.init_image_id2 = settings.init_pair
+    mapper = options.mapper
+    mapper.random_seed = settings.seed
+    mapper.init_min_tri_angle = settings.init_min_tri_angle
+    mapper.init_min_num_inliers = settings.init_min_num_inliers
+    mapper.init_max_forward_motion = settings.init_max_forward_motion
+    mapper.abs_pose_refine_focal_length = settings.refine_focal
+    mapper.abs_pose_refine_extra_params = settings.refine_extra
+    options.triangulation.random_seed = settings.seed
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    models = pycolmap.incremental_mapping(database, image_dir, out_dir, options=options)
+    return list(models.values())
+
+
+def global_mapping(database: Path, image_dir: Path, out_dir: Path, settings: MapperSettings) -> list:
+    options = pycolmap.GlobalPipelineOptions()
+    options.random_seed = settings.seed
+    options.num_threads = settings.num_threads
+    options.min_model_size = settings.min_model_size
+    options.mapper.random_seed = settings.seed
+    options.mapper.num_threads = settings.num_threads
+    options.mapper.rotation_averaging.random_seed = settings.seed
+    options.mapper.global_positioning.random_seed = settings.seed
+    options.mapper.global_positioning.use_gpu = False
+    options.mapper.bundle_adjustment.ceres.use_gpu = False
+    options.mapper.bundle_adjustment.refine_focal_length = settings.refine_focal
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    models = pycolmap.global_mapping(database, image_dir, out_dir, options=options)
+    return list(models.values())
+
+
+def num_registered(model) -> int:
+    return int(model.num_reg_images())
+
+
+def read_model(path: Path):
+    """A COLMAP sparse model folder (cameras/images/points3D as .bin or .txt)."""
+    path = Path(path)
+    has_bin = all((path / f"{n}.bin").is_file() for n in ("cameras", "images", "points3D"))
+    has_txt = all((path / f"{n}.txt").is_file() for n in ("cameras", "images", "points3D"))
+    if not (has_bin or has_txt):
+        raise InputError(f"{path}: no COLMAP model (cameras, images, points3D as .bin or .txt); point at the "
+                         "folder holding them, e.g. sparse/0")
+    model = pycolmap.Reconstruction()
+    try:
+        model.read_binary(path) if has_bin else model.read_text(path)
+    except Exception as e:  # pycolmap raises plain RuntimeError/ValueError on broken files
+        raise InputError(f"{path}: cannot read the COLMAP model ({e})") from None
+    return model
+
+
+def write_model(model, path: Path) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    model.write(path)
+
+
+def to_arrays(model) -> SfmModel:
+    """Copy a pycolmap Reconstruction into numpy arrays (pycolmap has no bulk accessors, hence the loops)."""
+    image_ids = sorted(model.reg_image_ids(), key=lambda i: model.images[i].name)
+    frame_of_image = {image_id: f for f, image_id in enumerate(image_ids)}
+    point_ids = np.array(sorted(model.point3D_ids()), np.int64)
+    point_index = {int(pid): i for i, pid in enumerate(point_ids)}
+    frames = [_frame_arrays(model, model.images[i]) for i in image_ids]
+    obs = [_observations(model.images[i], frame_of_image[i], point_index) for i in image_ids]
+    points = [model.points3D[int(pid)] for pid in point_ids]
+    cams = [model.cameras[model.images[i].camera_id] for i in image_ids]
+    return SfmModel(
+        names=[model.images[i].name for i in image_ids],
+        sizes=np.array([[c.width, c.height] for c in cams], np.int64).reshape(-1, 2),
+        K=np.array([f[0] for f in frames], np.float64).reshape(-1, 3, 3),
+        cam_from_world=np.array([f[1] for f in frames], np.float64).reshape(-1, 4, 4),
+        camera_params=[list(map(float, c.params)) for c in cams],
+        camera_model=cams[0].model_name if cams else "",
+        xyz=np.array([p.xyz for p in points], np.float64).reshape(-1, 3),
+        rgb=np.array([p.color for p in points], np.uint8).reshape(-1, 3),
+        error=np.array([p.error for p in points], np.float64),
+        track_length=np.array([p.track.length() for p in points], np.int64),
+        obs_point=np.concatenate([o[0] for o in obs]) if obs else np.zeros(0, np.int64),
+        obs_frame=np.concatenate([o[1] for o in obs]) if obs else np.zeros(0, np.int64),
+        obs_xy=np.concatenate([o[2] for o in obs]) if obs else np.zeros((0, 2)),
+    )
+
+
+def _frame_arrays(model, image) -> tuple[np.ndarray, np.ndarray]:
+    camera = model.cameras[image.camera_id]
+    pose = np.eye(4)
+    pose[:3] = image.cam_from_world().matrix()
+    return camera.calibration_matrix(), pose
+
+
+def _observations(image, frame: int, point_index: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    seen = [(p.xy[0], p.xy[1], point_index[p.point3D_id]) for p in image.points2D if p.has_point3D()]
+    arr = np.array(seen, np.float64).reshape(-1, 3)
+    return arr[:, 2].astype(np.int64), np.full(len(arr), frame, np.int64), arr[:, :2]

@@ -1,0 +1,200 @@
+"""Depth maps -> one scene cloud whose every point links back to the pixel it came from.
+
+Used by the RGB-D source (measured depth) and by dense stereo (estimated depth + confidence). Points keep
+the colour, weak label and ground-truth label of their source pixel; the least confident fraction of each
+view is dropped (METHODS.md, "3D data": 10 % by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recon.scene import UNLABELED, Cloud, Links
+
+
+@dataclass
+class DepthView:
+    """One frame's depth map with everything read at its pixels (all (H, W) arrays share one size)."""
+
+    depth: np.ndarray  # float32 z in metres, 0 = none
+    conf: np.ndarray  # float32 in [0, 1]
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    K: np.ndarray  # (3, 3)
+    cam_from_world: np.ndarray  # (4, 4)
+    weak_label: np.ndarray | None = None  # uint8, 255 = none
+    label: np.ndarray | None = None  # uint8 ground truth
+
+
+@dataclass
+class FusionOptions:
+    drop_fraction: float = 0.1  # least confident share of each view's points to drop
+    stride: int = 1  # keep every stride-th pixel in both directions
+    min_conf: float = 0.0  # points below this confidence are dropped as well
+
+
+def depth_confidence(depth: np.ndarray, mode: str = "range", half_range: float = 10.0) -> np.ndarray:
+    """Confidence of measured depth. 'range': 1 / (1 + (z / half_range)^2), since depth sensors' noise grows
+    roughly with z^2 (0.5 at `half_range` metres); 'constant': 1 wherever depth exists."""
+    valid = depth > 0
+    if mode == "constant":
+        return valid.astype(np.float32)
+    if mode == "range":
+        return np.where(valid, 1.0 / (1.0 + (depth / half_range) ** 2), 0.0).astype(np.float32)
+    raise ValueError(f"unknown depth confidence mode {mode!r}; use 'range' or 'constant'")
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, cam_from_world: np.ndarray, v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """World points of pixels (v, u) through their centres (u + 0.5, v + 0.5) at depth z (float64, (M, 3))."""
+    z = depth[v, u].astype(np.float64)
+    pix = np.stack([u + 0.5, v + 0.5, np.ones_like(z)], axis=1)
+    cam = (pix @ np.linalg.inv(K).T) * z[:, None]
+    world_from_cam = np.linalg.inv(cam_from_world)
+    return cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
+
+
+def select_pixels(view: DepthView, options: FusionOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels kept from one view: with depth, on the stride grid, above min_conf, minus the least confident."""
+    grid = np.zeros(view.depth.shape, bool)
+    grid[::options.stride, ::options.stride] = True
+    keep = grid & (view.depth > 0) & np.isfinite(view.depth) & (view.conf >= options.min_conf)
+    v, u = np.nonzero(keep)
+    if options.drop_fraction > 0 and len(v):
+        conf = view.conf[v, u]
+        # rank-based so that ties (e.g. constant confidence) still drop exactly the requested share
+        order = np.argsort(conf, kind="stable")
+        kept = np.sort(order[int(round(options.drop_fraction * len(order))):])
+        v, u = v[kept], u[kept]
+    return v, u
+
+
+def fuse_views(views: list[DepthView], options: FusionOptions | None = None) -> tuple[Cloud, Links]:
+    """Back-project every view and concatenate; each point is linked to its source pixel in its source frame."""
+    options = options or FusionOptions()
+    parts, per_frame, start = [], [], 0
+    for f, view in enumerate(views):
+        v, u = select_pixels(view, options)
+        n = len(v)
+        parts.append(_view_points(view, v, u, f))
+        per_frame.append((np.arange(start, start + n), v, u))
+        start += n
+    cloud = _concat_clouds(parts, with_label=any(view.label is not None for view in views))
+    return cloud, Links.from_per_frame(per_frame)
+
+
+def _view_points(view: DepthView, v: np.ndarray, u: np.ndarray, frame: int) -> dict:
+    n = len(v)
+    return {"xyz": backproject(view.depth, view.K, view.cam_from_world, v, u).astype(np.float32),
+            "rgb": view.rgb[v, u].astype(np.uint8),
+            "conf": np.clip(view.conf[v, u], 0, 1).astype(np.float32),
+            "weak_label": _read_at(view.weak_label, v, u),
+            "label": _read_at(view.label, v, u),
+            "source_frame": np.full(n, frame, np.int32)}
+
+
+def _read_at(image: np.ndarray | None, v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    if image is None:
+        return np.full(len(v), UNLABELED, np.uint8)
+    return image[v, u].astype(np.uint8)
+
+
+def _concat_clouds(parts: list[dict], with_label: bool) -> Cloud:
+    if not parts:
+        return Cloud.from_xyz(np.zeros((0, 3), np.float32), label=np.zeros(0, np.uint8) if with_label else None)
+    fields = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if not with_label:
+        fields["label"] = None
+    return Cloud(**fields)
+
+
+def vote_labels(point: np.ndarray, labels: np.ndarray, num_points: int) -> np.ndarray:
+    """Per point, the most frequent non-255 label among its observations (255 where it has none); ties go to
+    the smaller class id. Used to accumulate weak labels over all pixels a point is seen at."""
+    out = np.full(num_points, UNLABELED, np.uint8)
+    labelled = labels != UNLABELED
+    point, labels = point[labelled].astype(np.int64), labels[labelled].astype(np.int64)
+    if not len(point):
+        return out
+    keys, counts = np.unique(point * 256 + labels, return_counts=True)
+    pts, cls = keys // 256, keys % 256
+    # for each point, the (count desc, class asc) best entry comes first after this sort
+    order = np.lexsort((cls, -counts, pts))
+    first = np.ones(len(order), bool)
+    first[1:] = pts[order][1:] != pts[order][:-1]
+    best = order[first]
+    out[pts[best]] = cls[best].astype(np.uint8)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- dense stereo
+def merge_clouds(a: Cloud, links_a: Links, b: Cloud, links_b: Links) -> tuple[Cloud, Links]:
+    """One cloud holding a's points then b's; links of each frame concatenated (b's indices shifted)."""
+    with_label = a.label is not None or b.label is not None
+    fields = {}
+    for name in ("xyz", "rgb", "conf", "weak_label", "source_frame", "label"):
+        parts = [getattr(c, name) for c in (a, b)]
+        if name == "label":
+            if not with_label:
+                fields[name] = None
+                continue
+            parts = [p if p is not None else np.full(len(c), UNLABELED, np.uint8) for p, c in zip(parts, (a, b))]
+        fields[name] = np.concatenate(parts)
+    per_frame = []
+    for f in range(links_a.num_frames):
+        pa, va, ua = links_a.frame(f)
+        pb, vb, ub = links_b.frame(f)
+        per_frame.append((np.concatenate([pa, pb + len(a)]), np.concatenate([va, vb]), np.concatenate([ua, ub])))
+    return Cloud(**fields), Links.from_per_frame(per_frame)
+
+
+def depth_ranges(scene, margin: float = 0.2, percentile: float = 1.0) -> np.ndarray:
+    """(F, 2) near/far per frame from the z of the SfM points linked to it, widened by `margin`."""
+    xyz = scene.cloud.xyz.astype(np.float64)
+    ranges = np.zeros((len(scene.frames), 2))
+    for f, frame in enumerate(scene.frames):
+        point, _, _ = scene.links.frame(f)
+        z = xyz[point] @ frame.cam_from_world[2, :3] + frame.cam_from_world[2, 3]
+        z = z[z > 0]
+        if len(z):
+            ranges[f] = np.percentile(z, percentile) * (1 - margin), np.percentile(z, 100 - percentile) * (1 + margin)
+    seen = ranges[:, 1] > 0
+    if seen.any() and not seen.all():
+        ranges[~seen] = ranges[seen, 0].min(), ranges[seen, 1].max()
+    ranges[:, 0] = np.maximum(ranges[:, 0], 1e-3)
+    return ranges
+
+
+def densify(scene, options, stages) -> tuple[object, dict]:
+    """Dense plane-sweep stereo (recon.stereo, when installed) fused into the scene's cloud."""
+    import sys
+
+    try:
+        from recon.stereo import estimate_depths
+    except ModuleNotFoundError as e:
+        if e.name != "recon.stereo":
+            raise
+        if options.progress:
+            print("[recon] dense stereo not available yet; keeping the SfM cloud", file=sys.stderr)
+        return scene, {"status": "dense stereo not available yet"}
+    import torch
+
+    from recon.sources import read_frame_pixels
+
+    with stages("dense read"):
+        pixels = [read_frame_pixels(f) for f in scene.frames]
+        images = torch.from_numpy(np.stack([p[0] for p in pixels])).permute(0, 3, 1, 2).float() / 255.0
+        K = torch.from_numpy(np.stack([f.K for f in scene.frames])).float()
+        poses = torch.from_numpy(np.stack([f.cam_from_world for f in scene.frames])).float()
+        near_far = torch.from_numpy(depth_ranges(scene)).float()
+    with stages("dense stereo"):
+        depth, conf = estimate_depths(images, K, poses, near_far, progress=options.progress)
+    with stages("dense fusion"):
+        views = [DepthView(depth=d.numpy(), conf=c.numpy(), rgb=p[0], K=f.K, cam_from_world=f.cam_from_world,
+                           weak_label=p[1], label=p[2])
+                 for d, c, p, f in zip(depth, conf, pixels, scene.frames)]
+        dense, dense_links = fuse_views(views, FusionOptions(drop_fraction=options.drop_fraction, stride=options.stride))
+        scene.cloud, scene.links = merge_clouds(scene.cloud, scene.links, dense, dense_links)
+    pixels_total = int(depth.numel())
+    return scene, {"status": "ok", "points": len(dense), "pixels_with_depth": int((depth > 0).sum()),
+                   "pixels_total": pixels_total}

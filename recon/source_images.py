@@ -1,0 +1,115 @@
+"""Images source: pycolmap SfM (recon/sfm.py) -> registered frames, SfM points with track links, and
+optionally dense plane-sweep stereo (recon/stereo.py) fused into the same cloud (recon/fusion.py)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recon.colmap_adapter import SfmModel
+from recon.dataset import read_cameras, read_label
+from recon.errors import InputError
+from recon.fusion import densify, vote_labels
+from recon.scene import UNLABELED, Cloud, Links, Scene
+from recon.sfm import SfmOptions, point_confidence, run_sfm
+from recon.sources import ReconOptions, Sequence, Stages, image_sizes
+
+
+def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, dict]:
+    images = seq.images
+    if len(images) < 2:
+        raise InputError(f"{seq.image_dir}: only {len(images)} image; SfM needs at least 2 overlapping views "
+                         "(3 or more recommended)")
+    with stages("read images"):
+        sizes = image_sizes(images)
+    check_sizes(images, sizes, options.shared_camera)
+    sfm_options = sfm_options_from(options, seq)
+    work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
+    try:
+        result = run_sfm(seq.image_dir, [p.name for p in images], work, sfm_options, stages)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    registered = 0 if result.model is None else result.model.num_frames
+    check_registered(registered, len(images), options.min_registered, result)
+    with stages("sfm scene"):
+        scene = scene_from_model(seq, result.model, "images")
+    info = {"frames_total": len(images), "frames_registered": registered, "matching": result.matching,
+            "attempts": result.attempts, "best_attempt": result.best, "sfm_points": len(scene.cloud),
+            "camera_model": result.model.camera_model, "camera_params": result.model.camera_params[0]}
+    if options.dense is not False:
+        scene, info["dense"] = densify(scene, options, stages)
+    return scene, info
+
+
+def sfm_options_from(options: ReconOptions, seq: Sequence) -> SfmOptions:
+    return SfmOptions(matching=options.matching, exhaustive_max=options.exhaustive_max, overlap=options.overlap,
+                      loop_detection=options.loop_detection, shared_camera=options.shared_camera,
+                      camera_params=known_intrinsics(seq) if options.use_intrinsics else None,
+                      focal_factor=options.focal_factor, max_features=options.max_features, seed=options.seed,
+                      mapper=options.mapper, robust=options.robust, num_threads=options.num_threads,
+                      deterministic=options.deterministic)
+
+
+def known_intrinsics(seq: Sequence) -> list[float]:
+    """PINHOLE fx, fy, cx, cy from SEQ/cameras.json (one shared camera)."""
+    if not (seq.root / "cameras.json").is_file():
+        raise InputError(f"{seq.root / 'cameras.json'}: missing; --use-intrinsics needs it (see docs/FORMATS.md)")
+    cams = read_cameras(seq.root)
+    if not cams:
+        raise InputError(f"{seq.root / 'cameras.json'}: no frames listed")
+    K = cams[0].K
+    return [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+
+
+def check_sizes(images: list[Path], sizes: np.ndarray, shared_camera: bool) -> None:
+    if shared_camera and len(np.unique(sizes, axis=0)) > 1:
+        other = int(np.argmax((sizes != sizes[0]).any(axis=1)))
+        raise InputError(f"{images[0].parent}: images differ in size ({images[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
+                         f"{images[other].name} is {sizes[other][0]}x{sizes[other][1]}) but one camera is shared; "
+                         "resize them to one size or pass --camera per-image")
+
+
+def check_registered(registered: int, total: int, min_fraction: float, result) -> None:
+    needed = max(2, int(np.ceil(min_fraction * total)))
+    if registered >= needed:
+        return
+    tried = ", ".join(f"{a['name']}: {a['registered']}" for a in result.attempts) or "none"
+    raise InputError(f"SfM registered only {registered} of {total} frames (need {needed}; attempts {tried}); "
+                     "try more overlap between frames (--overlap, fewer skipped frames), --matching exhaustive, "
+                     "--use-intrinsics when cameras.json has K, --focal-factor, or --mapper global")
+
+
+def scene_from_model(seq: Sequence, model: SfmModel, source: str) -> Scene:
+    """Registered frames, SfM points (conf from track length and reprojection error) and track links."""
+    by_name = {p.name: p for p in seq.images}
+    frames = [seq.frame(by_name[n] if n in by_name else seq.image_dir / n, w, h, K, pose)
+              for n, (w, h), K, pose in zip(model.names, model.sizes, model.K, model.cam_from_world)]
+    u = np.clip(np.floor(model.obs_xy[:, 0]), 0, model.sizes[model.obs_frame, 0] - 1).astype(np.int32)
+    v = np.clip(np.floor(model.obs_xy[:, 1]), 0, model.sizes[model.obs_frame, 1] - 1).astype(np.int32)
+    offsets = np.zeros(len(frames) + 1, np.int64)
+    np.cumsum(np.bincount(model.obs_frame, minlength=len(frames)), out=offsets[1:])
+    order = np.argsort(model.obs_frame, kind="stable")
+    links = Links(offsets=offsets, point=model.obs_point[order], v=v[order], u=u[order])
+    n = len(model.xyz)
+    weak = _vote_at_observations(frames, links, "weak_label", n)
+    label = _vote_at_observations(frames, links, "label", n) if any(f.label for f in frames) else None
+    source_frame = np.full(n, np.iinfo(np.int32).max, np.int64)
+    np.minimum.at(source_frame, model.obs_point, model.obs_frame)
+    cloud = Cloud(xyz=model.xyz.astype(np.float32), rgb=model.rgb, conf=point_confidence(model.track_length, model.error),
+                  weak_label=weak, label=label,
+                  source_frame=np.where(source_frame == np.iinfo(np.int32).max, -1, source_frame).astype(np.int32))
+    return Scene(classes=seq.classes, frames=frames, cloud=cloud, links=links, source=source)
+
+
+def _vote_at_observations(frames, links: Links, attr: str, num_points: int) -> np.ndarray:
+    """Majority over all pixels a point is observed at, of the per-frame label image `attr`."""
+    values = np.full(len(links.point), UNLABELED, np.uint8)
+    for f, frame in enumerate(frames):
+        path = getattr(frame, attr)
+        if path:
+            s = slice(int(links.offsets[f]), int(links.offsets[f + 1]))
+            values[s] = read_label(path)[links.v[s], links.u[s]]
+    return vote_labels(links.point, values, num_points)
