@@ -1,0 +1,74 @@
+"""`rewis eval`: per-class IoU and mIoU of a model on a labelled dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = """\
+DATA is a sequence folder (images/ + labels/ + classes.json), a folder of sequences, or a dataset with
+train/ and val/ subfolders or a split.json (--split auto takes val when there is one). One confusion matrix is
+accumulated over the whole split; mIoU averages the classes that occur in ground truth or prediction.
+Model and dataset classes must have the same names (their order may differ).
+
+The table is printed; --json PATH also writes the metrics (per-class IoU, mIoU, pixel accuracy, confusion
+counts) and a row-normalised confusion heat map beside it (PATH with suffix .confusion.png; --confusion to
+put it elsewhere). Images are sized as in `rewis predict` (see --mode there)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = HELP
+    parser.add_argument("--model", required=True, help="exported model folder, run folder or hub id")
+    parser.add_argument("--data", required=True, type=Path, help="sequence or dataset folder")
+    parser.add_argument("--split", default="auto", choices=("auto", "val", "train", "all"),
+                        help="which split of a dataset folder (default auto: val if present)")
+    parser.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
+    parser.add_argument("--confusion", type=Path, default=None,
+                        help="confusion heat map PNG (default: beside --json)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="autocast dtype; auto = fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--size", type=int, default=None, help="model input size S (default: the processor's)")
+    parser.add_argument("--mode", default="auto", choices=("auto", "resize", "slide"),
+                        help="resize, or slide windows over wide images (as rewis predict)")
+    parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing JSON / PNG")
+    parser.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def output_files(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    from recon.errors import InputError
+
+    confusion = args.confusion or (args.json.with_suffix(".confusion.png") if args.json else None)
+    for path in (args.json, confusion):
+        if path is not None and path.exists() and not args.overwrite:
+            raise InputError(f"{path}: already exists; pass --overwrite to replace it or choose another path")
+    return args.json, confusion
+
+
+def run(args: argparse.Namespace) -> int:
+    from segment.draw import confusion_image
+    from segment.evaluate import evaluate, find_sequences, format_table
+    from segment.models import load_model
+    from segment.predict import InferenceOptions, validate_options
+
+    options = InferenceOptions(batch_size=args.batch_size, device=args.device, precision=args.precision,
+                               size=args.size, mode=args.mode, workers=args.workers)
+    validate_options(options)
+    find_sequences(args.data, args.split)  # bad data fails before the model load
+    json_path, confusion_path = output_files(args)
+    loaded = load_model(args.model, allow_download=args.allow_download)
+    report = evaluate(loaded, args.data, options, split=args.split, progress=not args.quiet)
+    print(format_table(report))
+    print(f"rewis eval: {report['images']} images, split {report['split']}, mIoU {100 * report['miou']:.2f}")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    if confusion_path:
+        confusion_path.parent.mkdir(parents=True, exist_ok=True)
+        confusion_image(report["confusion"], list(report["iou"])).save(confusion_path)
+    return 0
