@@ -101,6 +101,40 @@ def match_features(database: Path, mode: str = "sequential", *, overlap: int = 1
         raise ValueError(f"unknown matching mode {mode!r}")
 
 
+def set_focal_prior(database: Path, focal: float | None = None) -> None:
+    """Mark every camera's focal length as a prior (optionally setting it first).
+
+    Without EXIF, COLMAP flags the default focal as a guess: two-view verification then only fits
+    fundamental matrices, and the global mapper, which needs calibrated pairs, fails on forward motion.
+    Flagged as a prior, verification fits essential matrices with it (BA still refines it)."""
+    db = pycolmap.Database.open(database)
+    try:
+        for camera in db.read_all_cameras():
+            if focal is not None:
+                for i in camera.focal_length_idxs():
+                    camera.params[i] = float(focal)
+            camera.has_prior_focal_length = True
+            db.update_camera(camera)
+    finally:
+        db.close()
+
+
+def calibrate_view_graph(database: Path, seed: int = 0) -> bool:
+    """Estimate focal lengths from the fundamental matrices of all verified pairs and upgrade the pairs to
+    calibrated ones (GLOMAP's view-graph calibration). False when too few pairs could be calibrated."""
+    options = pycolmap.ViewGraphCalibrationOptions()
+    options.random_seed = int(seed)
+    return bool(pycolmap.calibrate_view_graph(database, options))
+
+
+def camera_focals(database: Path) -> list[float]:
+    db = pycolmap.Database.open(database)
+    try:
+        return [float(c.mean_focal_length()) for c in db.read_all_cameras()]
+    finally:
+        db.close()
+
+
 @dataclass
 class MapperSettings:
     seed: int = 0
@@ -151,6 +185,10 @@ def global_mapping(database: Path, image_dir: Path, out_dir: Path, settings: Map
     options.mapper.global_positioning.use_gpu = False
     options.mapper.bundle_adjustment.ceres.use_gpu = False
     options.mapper.bundle_adjustment.refine_focal_length = settings.refine_focal
+    options.mapper.bundle_adjustment.refine_extra_params = settings.refine_extra
+    # Ceres' threaded solvers sum in a varying order: with more than one thread the poses differ run to run
+    options.mapper.bundle_adjustment.ceres.solver_options.num_threads = settings.num_threads
+    options.mapper.retriangulation.random_seed = settings.seed
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     models = pycolmap.global_mapping(database, image_dir, out_dir, options=options)
     return list(models.values())
@@ -158,6 +196,10 @@ def global_mapping(database: Path, image_dir: Path, out_dir: Path, settings: Map
 
 def num_registered(model) -> int:
     return int(model.num_reg_images())
+
+
+def mean_reprojection_error(model) -> float:
+    return float(model.compute_mean_reprojection_error())
 
 
 def read_model(path: Path):

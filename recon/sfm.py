@@ -1,14 +1,19 @@
-"""The robust SfM driver: features -> matches -> mapping attempts -> the model with most registered frames.
+"""The robust SfM driver: features -> matches -> mapping attempts -> the best model, merged with the others.
 
 Robustness measures (each can be switched off to measure what it contributes, see benchmarks/recon.py):
-- fixed seeds everywhere (COLMAP's PRNG, mapper, triangulator) and single-threaded mapping, so that
-  repeated runs give the same model;
-- a focal prior: EXIF when present, else `focal_factor * max(W, H)`;
-- retries: when the first incremental run leaves frames unregistered, a run with relaxed initialisation
-  (small triangulation angle, fewer inliers, forward motion allowed, more initial pairs), as in drives
-  where neighbouring frames see the scene from nearly the same direction;
-- pycolmap's global mapper (GLOMAP) as a last fallback;
-- the best attempt wins (registered frames, then points).
+- fixed seeds everywhere (COLMAP's PRNG, two-view RANSAC, mapper, triangulator, rotation averaging) and
+  single-threaded mapping including Ceres, so that repeated runs give the same model;
+- a focal prior: EXIF when present, else `focal_factor * max(W, H)`; optionally (`focal_prior`) flagged as a
+  trusted prior in the database, so that verification fits essential matrices and the global mapper gets the
+  calibration it asks for (off by default: in first runs it cost registrations as often as it helped);
+- relaxed initialisation: when the first incremental run leaves frames unregistered, a run with a small
+  triangulation angle, fewer inliers, forward motion allowed and more initial pairs, as in drives where
+  neighbouring frames see the scene from nearly the same direction;
+- retries: the relaxed run again with another seed (another initial pair and RANSAC samples);
+- pycolmap's global mapper (GLOMAP) as a fallback: it solves all rotations and positions at once and does not
+  depend on one good initial pair, which is what fails on forward motion;
+- the best model wins (registered frames, then the lower mean reprojection error), and models from all
+  attempts that share frames with it are merged into it (Sim(3) from shared camera centres and points).
 """
 
 from __future__ import annotations
@@ -37,7 +42,12 @@ class SfmOptions:
     max_features: int = 8192
     seed: int = 0
     mapper: str = "incremental"  # first attempt: incremental | global
-    robust: bool = True
+    robust: bool = True  # False = the first attempt only: none of the measures below
+    focal_prior: bool = False  # measured: more often costs registrations than it gains (benchmarks/RESULTS.md)
+    relaxed_init: bool = True
+    retries: bool = True
+    global_fallback: bool = True
+    merge: bool = True
     num_threads: int = -1
     good_fraction: float = 1.0  # stop trying once this share of frames is registered
     deterministic: bool = True  # single-threaded mapping (extraction and matching stay parallel)
@@ -45,10 +55,11 @@ class SfmOptions:
 
 @dataclass
 class SfmResult:
-    model: colmap.SfmModel
+    model: colmap.SfmModel | None
     matching: str
     attempts: list[dict] = field(default_factory=list)
     best: str = ""
+    merged: list[str] = field(default_factory=list)  # attempts whose frames were merged into the best model
 
 
 def matching_mode(options: SfmOptions, num_images: int) -> str:
@@ -58,8 +69,9 @@ def matching_mode(options: SfmOptions, num_images: int) -> str:
 
 
 def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, stages: Stages) -> SfmResult | None:
-    """None when no attempt produced a model."""
+    """A result with model None when no attempt produced a model."""
     work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
     database, log = work / "database.db", work / "colmap.log"
     mode = matching_mode(options, len(names))
     colmap.set_seed(options.seed)
@@ -69,52 +81,182 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, 
                                     camera_model="PINHOLE" if options.camera_params else "SIMPLE_RADIAL",
                                     camera_params=options.camera_params, focal_factor=options.focal_factor,
                                     max_features=options.max_features, num_threads=options.num_threads)
+            if options.robust and options.focal_prior:
+                colmap.set_focal_prior(database)  # before matching: verification uses it
         with stages(f"matching ({mode})"):
             colmap.match_features(database, mode, overlap=options.overlap, loop_detection=options.loop_detection,
                                   num_threads=options.num_threads, seed=options.seed)
         with stages("mapping"):
-            return _map(database, image_dir, work, options, len(names), mode)
+            return map_database(database, image_dir, work, options, len(names), mode)
 
 
-def _map(database: Path, image_dir: Path, work: Path, options: SfmOptions, total: int, mode: str) -> SfmResult | None:
-    # one mapping thread: COLMAP's threaded RANSAC and initial-pair search differ run to run even with seeds
+def map_database(database: Path, image_dir: Path, work: Path, options: SfmOptions, total: int, mode: str) -> SfmResult:
+    # one mapping thread: COLMAP's threaded RANSAC, initial-pair search and Ceres differ run to run even with seeds
     threads = 1 if options.deterministic else options.num_threads
     base = colmap.MapperSettings(seed=options.seed, num_threads=threads,
                                  refine_focal=options.camera_params is None, refine_extra=options.camera_params is None)
-    plan = _attempt_plan(options, base)
-    best, best_key, attempts = None, None, []
-    for name, kind, settings in plan:
-        start = time.perf_counter()
-        mapper = colmap.global_mapping if kind == "global" else colmap.incremental_mapping
-        try:
-            models = mapper(database, image_dir, work / name, settings)
-        except RuntimeError as e:  # a failed attempt is not fatal while others remain
-            models, error = [], str(e)
-        else:
-            error = None
-        sizes = [colmap.num_registered(m) for m in models]
-        attempts.append({"name": name, "models": len(models), "registered": max(sizes, default=0),
-                         "seconds": round(time.perf_counter() - start, 2), **({"error": error} if error else {})})
-        for model, size in zip(models, sizes):
-            key = (size, model.num_points3D())
-            if best_key is None or key > best_key:
-                best, best_key, best_name = model, key, name
-        if best_key and best_key[0] >= options.good_fraction * total:
+    attempts, candidates = [], []  # candidates: (attempt name, SfmModel, mean reprojection error)
+    for name, kind, settings in attempt_plan(options, base):
+        models, record = _run_attempt(database, image_dir, work / name, name, kind, settings)
+        attempts.append(record)
+        candidates += [(name, colmap.to_arrays(m), colmap.mean_reprojection_error(m)) for m in models]
+        if max((c[1].num_frames for c in candidates), default=0) >= options.good_fraction * total:
             break
-    if best is None:
+    if not candidates:
         return SfmResult(model=None, matching=mode, attempts=attempts)
-    return SfmResult(model=colmap.to_arrays(best), matching=mode, attempts=attempts, best=best_name)
+    candidates.sort(key=lambda c: (-c[1].num_frames, c[2]))  # stable: earlier attempts win ties
+    best_name, best, _ = candidates[0]
+    merged = []
+    if options.robust and options.merge:
+        best, merged = merge_candidates(best, [(n, m) for n, m, _ in candidates[1:]])
+    return SfmResult(model=best, matching=mode, attempts=attempts, best=best_name, merged=merged)
 
 
-def _attempt_plan(options: SfmOptions, base: colmap.MapperSettings) -> list[tuple[str, str, colmap.MapperSettings]]:
+def _run_attempt(database: Path, image_dir: Path, out: Path, name: str, kind: str,
+                 settings: colmap.MapperSettings) -> tuple[list, dict]:
+    start = time.perf_counter()
+    mapper = colmap.global_mapping if kind == "global" else colmap.incremental_mapping
+    try:
+        models, error = mapper(database, image_dir, out, settings), None
+    except RuntimeError as e:  # a failed attempt is not fatal while others remain
+        models, error = [], str(e)
+    sizes = sorted((colmap.num_registered(m) for m in models), reverse=True)
+    record = {"name": name, "models": len(models), "registered": sizes[0] if sizes else 0, "model_sizes": sizes,
+              "seconds": round(time.perf_counter() - start, 2)}
+    return models, record | ({"error": error} if error else {})
+
+
+def attempt_plan(options: SfmOptions, base: colmap.MapperSettings) -> list[tuple[str, str, colmap.MapperSettings]]:
+    """Ordered (name, mapper kind, settings). Incremental first: on well-conditioned input it registers
+    everything in one cheap run; the later attempts only run while frames remain unregistered."""
     first = ("global" if options.mapper == "global" else "incremental", options.mapper, base)
     if not options.robust:
         return [first]
-    relaxed = replace(base, **RELAXED)
-    plan = [first, ("incremental-relaxed", "incremental", relaxed),
-            ("incremental-relaxed-seed2", "incremental", replace(relaxed, seed=base.seed + 1))]
-    other = ("incremental", "incremental", base) if options.mapper == "global" else ("global", "global", base)
-    return plan + [other]
+    plan = [first]
+    relaxed = replace(base, **RELAXED) if options.relaxed_init else base
+    if options.relaxed_init:
+        plan.append(("incremental-relaxed", "incremental", relaxed))
+    if options.retries:
+        plan.append(("incremental-seed2", "incremental", replace(relaxed, seed=base.seed + 1)))
+    if options.mapper == "global":
+        plan.append(("incremental", "incremental", base))
+    elif options.global_fallback:
+        plan.append(("global", "global", base))
+    return plan
+
+
+# ----------------------------------------------------------------------------------------- merging
+def merge_candidates(best: colmap.SfmModel, others: list[tuple[str, colmap.SfmModel]],
+                     min_shared: int = 3) -> tuple[colmap.SfmModel, list[str]]:
+    """Grow `best` with every other model that shares >= min_shared frames with it and adds new ones;
+    repeated until nothing changes, so a chain of overlapping models joins up."""
+    merged, pending = [], list(others)
+    while pending:
+        for i, (name, other) in enumerate(pending):
+            grown = merge_models(best, other, min_shared)
+            if grown is not None:
+                best, _ = grown, pending.pop(i)
+                merged.append(name)
+                break
+        else:
+            break
+    return best, merged
+
+
+def merge_models(base: colmap.SfmModel, other: colmap.SfmModel, min_shared: int = 3,
+                 max_misfit: float = 0.05) -> colmap.SfmModel | None:
+    """`other`'s new frames and points in `base`'s coordinates; None when they share too few frames, add
+    nothing, or do not agree (shared camera centres misfit by more than max_misfit of base's extent).
+
+    The shared frames keep base's poses and observations. Points are identified across the models through
+    shared observations (same frame, same keypoint): such a point of `other` becomes the base point."""
+    shared = [n for n in other.names if n in set(base.names)]
+    new_frames = [i for i, n in enumerate(other.names) if n not in set(base.names)]
+    if len(shared) < min_shared or not new_frames:
+        return None
+    point_pairs = shared_points(base, other)
+    scale, R, t = _fit_similarity(base, other, shared, point_pairs)
+    base_c = camera_centres(base.cam_from_world[[base.names.index(n) for n in shared]])
+    other_c = camera_centres(other.cam_from_world[[other.names.index(n) for n in shared]])
+    misfit = np.linalg.norm(scale * other_c @ R.T + t - base_c, axis=1).max()
+    extent = np.linalg.norm(np.ptp(camera_centres(base.cam_from_world), axis=0))
+    if misfit > max_misfit * max(extent, 1e-12):
+        return None
+    return _join(base, other, new_frames, point_pairs, scale, R, t)
+
+
+def shared_points(base: colmap.SfmModel, other: colmap.SfmModel) -> dict[int, int]:
+    """other point index -> base point index, for points observed at the same keypoint of the same frame.
+    Both models come from one database, so a shared keypoint has bit-identical coordinates."""
+    def keyed(model):
+        return {(model.names[f], x, y): p for p, f, (x, y) in zip(model.obs_point, model.obs_frame, model.obs_xy)}
+    in_base = keyed(base)
+    return {int(p): int(in_base[k]) for k, p in keyed(other).items() if k in in_base}
+
+
+def _fit_similarity(base, other, shared: list[str], point_pairs: dict[int, int]):
+    """Umeyama on shared camera centres plus shared points; the points pin down the roll about a straight
+    trajectory that centres alone leave free. One refit without the worst-fitting 20 %."""
+    src = [camera_centres(other.cam_from_world[[other.names.index(n) for n in shared]])]
+    dst = [camera_centres(base.cam_from_world[[base.names.index(n) for n in shared]])]
+    if point_pairs:
+        src.append(other.xyz[list(point_pairs)])
+        dst.append(base.xyz[list(point_pairs.values())])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    scale, R, t = align_sim3(src, dst)
+    if len(src) >= 10:
+        residual = np.linalg.norm(scale * src @ R.T + t - dst, axis=1)
+        keep = residual <= np.quantile(residual, 0.8)
+        scale, R, t = align_sim3(src[keep], dst[keep])
+    return scale, R, t
+
+
+def _join(base, other, new_frames: list[int], point_pairs: dict[int, int], scale, R, t) -> colmap.SfmModel:
+    # other's world -> base's world: X_b = s R X_o + t; a pose [Rc | tc] becomes [Rc R^T | s tc - Rc R^T t]
+    poses = other.cam_from_world[new_frames].copy()
+    rot = poses[:, :3, :3] @ R.T
+    poses[:, :3, 3] = scale * poses[:, :3, 3] - rot @ t
+    poses[:, :3, :3] = rot
+    in_new = np.isin(other.obs_frame, new_frames)
+    used = np.unique(other.obs_point[in_new])
+    fresh = np.array([p for p in used if p not in point_pairs], np.int64)
+    point_index = {int(p): int(q) for p, q in point_pairs.items()}
+    point_index |= {int(p): len(base.xyz) + i for i, p in enumerate(fresh)}
+    frame_index = {f: base.num_frames + i for i, f in enumerate(new_frames)}
+    obs_point = np.concatenate([base.obs_point, [point_index[int(p)] for p in other.obs_point[in_new]]])
+    obs_frame = np.concatenate([base.obs_frame, [frame_index[int(f)] for f in other.obs_frame[in_new]]])
+    joined = colmap.SfmModel(
+        names=base.names + [other.names[f] for f in new_frames],
+        sizes=np.concatenate([base.sizes, other.sizes[new_frames]]),
+        K=np.concatenate([base.K, other.K[new_frames]]),
+        cam_from_world=np.concatenate([base.cam_from_world, poses]),
+        camera_params=base.camera_params + [other.camera_params[f] for f in new_frames],
+        camera_model=base.camera_model,
+        xyz=np.concatenate([base.xyz, scale * other.xyz[fresh].reshape(-1, 3) @ R.T + t]),
+        rgb=np.concatenate([base.rgb, other.rgb[fresh].reshape(-1, 3)]),
+        error=np.concatenate([base.error, other.error[fresh]]),
+        track_length=np.zeros(0, np.int64),
+        obs_point=obs_point.astype(np.int64), obs_frame=obs_frame.astype(np.int64),
+        obs_xy=np.concatenate([base.obs_xy, other.obs_xy[in_new]]))
+    joined.track_length = np.bincount(joined.obs_point, minlength=len(joined.xyz)).astype(np.int64)
+    return sort_frames(joined)
+
+
+def sort_frames(model: colmap.SfmModel) -> colmap.SfmModel:
+    """Frames in name order (the SfmModel contract), observations renumbered to match."""
+    order = np.argsort(model.names, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    model.names = [model.names[i] for i in order]
+    model.sizes, model.K, model.cam_from_world = model.sizes[order], model.K[order], model.cam_from_world[order]
+    model.camera_params = [model.camera_params[i] for i in order]
+    model.obs_frame = rank[model.obs_frame]
+    return model
+
+
+def mean_error(model: colmap.SfmModel) -> float:
+    """Mean reprojection error over observations (COLMAP weighs points by track length)."""
+    return float(np.average(model.error, weights=model.track_length)) if len(model.error) else 0.0
 
 
 # ----------------------------------------------------------------------------------------- point confidence
