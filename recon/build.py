@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from recon.atomic import check_writable, staged_folder
 from recon.errors import InputError
 from recon.export import COLOR_MODES, export_cloud
 from recon.scene import Scene
@@ -27,7 +25,7 @@ def reconstruct(seq_dir: Path, out: Path, options: ReconOptions | None = None, o
     """Reconstruct the sequence folder `seq_dir` into the scene folder `out`; returns the report."""
     options = options or ReconOptions()
     seq_dir, out = Path(seq_dir), Path(out)
-    check_output(out, overwrite)
+    check_writable(out, overwrite)  # fail before minutes of SfM, not after
     if color not in COLOR_MODES:
         raise InputError(f"--color {color!r}: choose one of {', '.join(COLOR_MODES)}")
     start = time.perf_counter()
@@ -60,39 +58,16 @@ def find_colmap_model(seq_dir: Path) -> Path | None:
     return None
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: exists and is not empty; pass --overwrite or choose another --out")
-
-
 def write_scene(scene: Scene, out: Path, overwrite: bool, report: dict, stages: Stages, start: float,
                 color: str = "rgb") -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
-        scene.save(staging, overwrite=True)
+    scene.validate(str(out))
+    with staged_folder(out, overwrite) as staging:
+        scene.write_files(staging)
         export_cloud(staging, scene.cloud, scene.classes, color)
         report["seconds"] = round(time.perf_counter() - start, 3)
         report["stages"] = {k: round(v, 3) for k, v in stages.times.items()}
         (staging / REPORT_NAME).write_text(json.dumps(report, indent=1) + "\n")
-        _swap_into_place(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     scene.root = out
-
-
-def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
-    check_output(out, overwrite)  # someone may have written there while we worked
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "scene")
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_only(scene_dir: Path, color: str = "rgb") -> list[Path]:

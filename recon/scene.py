@@ -9,14 +9,12 @@ field and names the file and field on any error.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from recon.atomic import staged_folder
 from recon.dataset import ClassList
 from recon.errors import InputError
 
@@ -125,25 +123,16 @@ class Scene:
                                  f"scene.json lists {self.classes.num_classes} classes")
 
     def save(self, folder: Path, overwrite: bool = False) -> Path:
-        """Write the scene atomically: into a temporary folder beside `folder`, then renamed into place."""
+        """Write the scene atomically (recon.atomic): a non-empty folder is replaced only with `overwrite`."""
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise InputError(f"{folder}: exists and is not empty; pass --overwrite or choose another --out")
         self.validate(str(folder))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            self._write(tmp)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with staged_folder(folder, overwrite) as staging:
+            self.write_files(staging)
         self.root = folder
         return folder
 
-    def _write(self, folder: Path) -> None:
+    def write_files(self, folder: Path) -> None:
+        """scene.json, cloud.npz and links.npz into an existing folder (no staging; see save)."""
         meta = {"format": SCENE_FORMAT, "version": SCENE_VERSION, "classes": self.classes.to_json(),
                 "source": self.source, "frames": [f.to_json() for f in self.frames]}
         (folder / "scene.json").write_text(json.dumps(meta, indent=1) + "\n")
