@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 ldconfig -p | grep -q 'libusb-1.0.so.0' || apt_packages+=(libusb-1.0-0)     # open3d needs it at import
+command -v chromium >/dev/null || apt_packages+=(chromium)                   # demo tests drive a real browser
+command -v chromedriver >/dev/null || apt_packages+=(chromium-driver)
 if ((${#apt_packages[@]})); then
     echo "setup: installing system packages: ${apt_packages[*]}"
     sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
