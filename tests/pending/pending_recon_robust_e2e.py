@@ -1,0 +1,95 @@
+"""Robust SfM on fast forward motion (recon/sfm.py): one model with >= 90 % of the frames, the same result on
+every run, and merging of split models that share frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycolmap
+import pytest
+
+from recon import colmap_adapter as colmap
+from recon.sfm import SfmOptions, camera_centres, merge_models, run_sfm
+from recon.sources import Stages
+
+
+def small_model() -> colmap.SfmModel:
+    options = pycolmap.SyntheticDatasetOptions()
+    options.num_rigs, options.num_frames_per_rig, options.num_points3D = 1, 10, 200
+    options.camera_width, options.camera_height = 320, 240
+    options.camera_params = [300.0, 160.0, 120.0, 0.0]
+    pycolmap.set_random_seed(0)
+    return colmap.to_arrays(pycolmap.synthesize_dataset(options))
+
+
+def subset(model: colmap.SfmModel, frames: list[int]) -> colmap.SfmModel:
+    """The frames `frames` of `model` with their observations and the points they see."""
+    keep = np.isin(model.obs_frame, frames)
+    points = np.unique(model.obs_point[keep])
+    point_index = np.full(len(model.xyz), -1)
+    point_index[points] = np.arange(len(points))
+    frame_index = np.full(model.num_frames, -1)
+    frame_index[frames] = np.arange(len(frames))
+    return colmap.SfmModel(
+        names=[model.names[f] for f in frames], sizes=model.sizes[frames], K=model.K[frames],
+        cam_from_world=model.cam_from_world[frames], camera_params=[model.camera_params[f] for f in frames],
+        camera_model=model.camera_model, xyz=model.xyz[points], rgb=model.rgb[points], error=model.error[points],
+        track_length=np.bincount(point_index[model.obs_point[keep]], minlength=len(points)),
+        obs_point=point_index[model.obs_point[keep]], obs_frame=frame_index[model.obs_frame[keep]],
+        obs_xy=model.obs_xy[keep])
+
+
+def moved(model: colmap.SfmModel, scale: float, R: np.ndarray, t: np.ndarray) -> colmap.SfmModel:
+    """The same model in another world frame: X' = s R X + t."""
+    poses = model.cam_from_world.copy()
+    rot = poses[:, :3, :3] @ R.T
+    poses[:, :3, 3] = scale * poses[:, :3, 3] - rot @ t
+    poses[:, :3, :3] = rot
+    out = subset(model, list(range(model.num_frames)))
+    out.cam_from_world, out.xyz = poses, scale * model.xyz @ R.T + t
+    return out
+
+
+def test_split_models_sharing_frames_are_merged_back():
+    whole = small_model()
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
+    R = q * np.sign(np.linalg.det(q))
+    first = subset(whole, list(range(0, 6)))
+    second = moved(subset(whole, list(range(3, 10))), 0.3, R, np.array([5.0, -1.0, 2.0]))
+    merged = merge_models(first, second)
+    assert merged is not None and merged.names == whole.names
+    assert np.allclose(merged.cam_from_world, whole.cam_from_world, atol=1e-6)
+    # points seen in both halves are one point: no duplicates, and every point is where it was
+    assert len(merged.xyz) == len(whole.xyz)
+    observed = {(merged.names[f], *xy): merged.xyz[p] for p, f, xy in
+                zip(merged.obs_point, merged.obs_frame, map(tuple, merged.obs_xy))}
+    for p, f, xy in zip(whole.obs_point, whole.obs_frame, map(tuple, whole.obs_xy)):
+        assert np.allclose(observed[(whole.names[f], *xy)], whole.xyz[p], atol=1e-6)
+    assert (merged.track_length == np.bincount(merged.obs_point)).all()
+
+
+def test_models_without_enough_shared_frames_or_that_disagree_stay_apart():
+    whole = small_model()
+    assert merge_models(subset(whole, [0, 1, 2, 3, 4]), subset(whole, [3, 4, 5, 6, 7])) is None  # 2 shared
+    wrong = subset(whole, list(range(3, 10)))
+    wrong.cam_from_world[:3, :3, 3] += 5.0  # shared frames placed elsewhere: not the same geometry
+    assert merge_models(subset(whole, list(range(0, 6))), wrong) is None
+
+
+@pytest.fixture(scope="module")
+def fast_drive(tmp_path_factory):
+    from recon.synth import generate
+
+    out = tmp_path_factory.mktemp("drive") / "seq"
+    generate(preset="street", out=out, frames=12, seed=1, size=(320, 240), progress=False, step=3.0)
+    return out
+
+
+def test_fast_forward_drive_registers_in_one_model_identically_on_two_runs(fast_drive, tmp_path):
+    names = sorted(p.name for p in (fast_drive / "images").iterdir())
+    runs = [run_sfm(fast_drive / "images", names, tmp_path / f"run{i}", SfmOptions(), Stages(progress=False))
+            for i in range(2)]
+    first, second = (r.model for r in runs)
+    assert first.num_frames >= 0.9 * len(names)
+    assert first.names == second.names
+    assert np.abs(first.cam_from_world - second.cam_from_world).max() < 1e-6
+    assert first.xyz.shape == second.xyz.shape and np.abs(first.xyz - second.xyz).max() < 1e-6
