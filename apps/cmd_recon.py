@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 def _check_ranges(args: argparse.Namespace) -> None:
     if args.stride < 1:
         raise InputError(f"--stride {args.stride}: must be >= 1")
+    if args.max_scans is not None and args.max_scans < 1:
+        raise InputError(f"--max-scans {args.max_scans}: must be >= 1 (or leave it out to use every scan)")
     if not 0 <= args.drop_fraction < 1:
         raise InputError(f"--drop-fraction {args.drop_fraction}: must lie in [0, 1)")
     if not 0 <= args.min_registered <= 1:

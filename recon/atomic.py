@@ -33,10 +33,10 @@ def replace_folder(new: Path, target: Path) -> None:
     try:
         os.replace(new, target)
     except BaseException:
-        os.replace(old / target.name, target)  # put the previous output back
-        raise
-    finally:
+        os.replace(old / target.name, target)  # put the previous output back; if this fails, old/ keeps it
         shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

@@ -26,6 +26,9 @@ def reconstruct(seq_dir: Path, out: Path, options: ReconOptions | None = None, o
     options = options or ReconOptions()
     seq_dir, out = Path(seq_dir), Path(out)
     check_writable(out, overwrite)  # fail before minutes of SfM, not after
+    if seq_dir.resolve().is_relative_to(out.resolve()):
+        raise InputError(f"--out {out}: contains the input {seq_dir}, which replacing it would delete; "
+                         "choose an output folder outside the input")
     if color not in COLOR_MODES:
         raise InputError(f"--color {color!r}: choose one of {', '.join(COLOR_MODES)}")
     start = time.perf_counter()

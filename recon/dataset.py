@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from recon.errors import InputError
 
@@ -129,11 +129,32 @@ def write_label(path: Path, label: np.ndarray, classes: ClassList) -> None:
     im.save(path, optimize=False)
 
 
+EXIF_ORIENTATION_TAG = 0x0112
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
+def decode_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB as viewers (and transformers' load_image) show the image: EXIF orientation applied, 16-bit
+    greyscale scaled down rather than clipped. Every reader of frames goes through here, so labels, training,
+    prediction and evaluation all see the same pixel grid."""
+    im.load()  # decode fully now, so a truncated file fails here and not later in a batch
+    im = ImageOps.exif_transpose(im)
+    if im.mode in SIXTEEN_BIT_MODES:
+        im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation of an image file (1 = stored upright, the default when absent)."""
+    with Image.open(path) as im:
+        return int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+
+
 def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, SyntaxError) as e:
+            return np.array(decode_rgb(im))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise InputError(f"{path}: cannot read image ({e}); replace or remove the file") from None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.colmap_adapter import SfmModel
-from recon.dataset import read_cameras, read_label
+from recon.dataset import exif_orientation, read_cameras, read_label
 from recon.errors import InputError
 from recon.fusion import densify, vote_labels
 from recon.scene import UNLABELED, Cloud, Links, Scene
@@ -25,7 +25,8 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
                          "(3 or more recommended)")
     with stages("read images"):
         sizes = image_sizes(images)
-    check_sizes(images, sizes, options.shared_camera)
+    check_upright(images)  # first: a rotated file also looks like a size mismatch
+    check_sizes(images, sizes, options.shared_camera, dense=options.dense is not False)
     sfm_options = sfm_options_from(options, seq)
     work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
     try:
@@ -64,12 +65,25 @@ def known_intrinsics(seq: Sequence) -> list[float]:
     return [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
 
 
-def check_sizes(images: list[Path], sizes: np.ndarray, shared_camera: bool) -> None:
-    if shared_camera and len(np.unique(sizes, axis=0)) > 1:
-        other = int(np.argmax((sizes != sizes[0]).any(axis=1)))
-        raise InputError(f"{images[0].parent}: images differ in size ({images[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
-                         f"{images[other].name} is {sizes[other][0]}x{sizes[other][1]}) but one camera is shared; "
-                         "resize them to one size or pass --camera per-image")
+def check_sizes(images: list[Path], sizes: np.ndarray, shared_camera: bool, dense: bool) -> None:
+    if len(np.unique(sizes, axis=0)) == 1:
+        return
+    other = int(np.argmax((sizes != sizes[0]).any(axis=1)))
+    differ = (f"{images[0].parent}: images differ in size ({images[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
+              f"{images[other].name} is {sizes[other][0]}x{sizes[other][1]})")
+    if shared_camera:
+        raise InputError(f"{differ} but one camera is shared; resize them to one size or pass --camera per-image")
+    if dense:  # the plane sweep stacks frames: say so now rather than after minutes of SfM
+        raise InputError(f"{differ}; dense stereo needs one size: resize them or pass --no-dense")
+
+
+def check_upright(images: list[Path]) -> None:
+    """COLMAP reads stored pixels while every other reader applies EXIF orientation: refuse rotated files
+    rather than reconstruct one pixel grid and label another."""
+    rotated = next((p for p in images if exif_orientation(p) != 1), None)
+    if rotated is not None:
+        raise InputError(f"{rotated}: EXIF says the image is stored rotated (orientation {exif_orientation(rotated)}); "
+                         "save the frames upright first (e.g. 'mogrify -auto-orient *.jpg')")
 
 
 def check_registered(registered: int, total: int, min_fraction: float, result) -> None:

@@ -48,7 +48,7 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
     scene = Scene(classes=seq.classes, frames=scans.frames, cloud=cloud, links=links, source="lidar")
     per_frame = np.diff(links.offsets).tolist()
     return scene, {"frames_total": len(scans.frames), "frames_registered": len(scans.frames), "layout": scans.layout,
-                   "scans": int(scans.scan.max(initial=-1) + 1), "links_per_frame": per_frame,
+                   "scans": max(1, int(scans.scan.max(initial=-1) + 1)), "links_per_frame": per_frame,
                    "points_linked": int(len(np.unique(links.point)))}
 
 
@@ -70,10 +70,9 @@ def odometry_scans(seq: Sequence, folder: Path, max_scans: int | None) -> Scans:
     calib = kitti.read_odometry_calib(folder / "calib.txt")
     poses = kitti.read_poses(folder / "poses.txt")
     bins = sorted((folder / "velodyne").glob("*.bin"))[:max_scans]
-    if len(poses) < len(bins):
-        raise InputError(f"{folder / 'poses.txt'}: {len(poses)} poses for {len(bins)} scans; need one per scan")
-    K, cam_from_world = kitti.lidar_cameras(calib, poses[:len(bins)], "P2")
-    world_from_velo = kitti.lidar_to_world(calib, poses[:len(bins)])
+    pose_index = _scan_numbers(bins, len(poses), folder)  # poses.txt line i belongs to scan i, not to list slot i
+    K, cam_from_world = kitti.lidar_cameras(calib, poses[pose_index], "P2")
+    world_from_velo = kitti.lidar_to_world(calib, poses[pose_index])
     images = _odometry_images(seq, folder, bins)
     xyz, scan, label, weak = [], [], [], []
     for i, path in enumerate(bins):
@@ -87,11 +86,27 @@ def odometry_scans(seq: Sequence, folder: Path, max_scans: int | None) -> Scans:
                  weak=_all_or_none(weak), frames=frames, layout="odometry")
 
 
+def _scan_numbers(bins: list[Path], num_poses: int, folder: Path) -> np.ndarray:
+    if not bins:
+        raise InputError(f"{folder / 'velodyne'}: no .bin scans")
+    if not all(b.stem.isdigit() for b in bins):
+        bad = next(b for b in bins if not b.stem.isdigit())
+        raise InputError(f"{bad}: scan files must be named by their number (000000.bin, ...) to find their pose")
+    index = np.array([int(b.stem) for b in bins])
+    if index.max() >= num_poses:
+        raise InputError(f"{folder / 'poses.txt'}: {num_poses} poses, but scan {bins[int(index.argmax())].name} "
+                         f"needs line {int(index.max()) + 1}; poses.txt needs one line per scan")
+    return index
+
+
 def _odometry_images(seq: Sequence, folder: Path, bins: list[Path]) -> list[Path]:
-    """SEQ/images (beside labels and weak labels) when it holds one image per scan, else lidar/image_2."""
-    if folder != seq.root and len(seq.images) >= len(bins):
-        return seq.images[:len(bins)]
-    images = [find_beside(folder, "image_2", b.stem, (".png", ".jpg")) for b in bins]
+    """The image of each scan by its number: SEQ/images/<stem> (beside labels and weak labels) when the LiDAR
+    folder sits inside a sequence folder, else lidar/image_2/<stem>."""
+    def image_of(scan: Path) -> Path | None:
+        beside = find_beside(seq.root, "images", scan.stem, (".png", ".jpg")) if folder != seq.root else None
+        return beside or find_beside(folder, "image_2", scan.stem, (".png", ".jpg"))
+
+    images = [image_of(b) for b in bins]
     if any(i is None for i in images):
         raise InputError(f"{folder / 'image_2'}: no image for scan {bins[images.index(None)].stem}")
     return images
@@ -118,7 +133,9 @@ def nuscenes_scans(seq: Sequence) -> Scans:
     sample = nuscenes.read_sample(seq.root)
     frames = [_frame(seq, cam.image, cam.K, cam.lidar2cam) for cam in sample.cameras]
     xyz = sample.xyz.astype(np.float64)
-    return Scans(xyz=xyz, scan=np.zeros(len(xyz), np.int32), label=None, weak=None, frames=frames, layout="nuscenes")
+    # one sweep seen by six cameras: no point comes from one frame in particular
+    return Scans(xyz=xyz, scan=np.full(len(xyz), -1, np.int32), label=None, weak=None, frames=frames,
+                 layout="nuscenes")
 
 
 def project(scans: Scans, options: ReconOptions) -> Links:

@@ -18,8 +18,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
+from recon.dataset import decode_rgb
 from segment.models import DEFAULT_INPUT_SIZE, LoadedModel
 
 MODES = ("auto", "resize", "slide")
@@ -67,8 +68,7 @@ def open_rgb(path: Path) -> Image.Image:
     """Decode like transformers' `load_image` (EXIF orientation applied, RGB), forcing the full decode here
     so a truncated file fails now and not inside a batch."""
     with Image.open(path) as im:
-        im.load()
-        return ImageOps.exif_transpose(im).convert("RGB")
+        return decode_rgb(im)
 
 
 def describe_read_error(error: Exception) -> str:

@@ -101,3 +101,30 @@ def test_export_only_recolours(room, tmp_path, capsys):
     gltf = json.loads(glb[20:20 + chunk_len])
     assert chunk_type == b"JSON" and gltf["accessors"][0]["count"] == report["points"]
     assert main(["recon", "--export-only", str(tmp_path / "nothing")]) == 2
+
+
+def test_mixed_sizes_with_dense_stereo_fail_before_sfm(tmp_path, capsys):
+    noise_images(tmp_path / "seq" / "images", [(64, 48), (64, 48), (80, 48)])
+    msg = run_bad(capsys, ["recon", str(tmp_path / "seq"), "--out", str(tmp_path / "s"), "--camera", "per-image"],
+                  tmp_path / "s")
+    assert "differ in size" in msg and "--no-dense" in msg
+
+
+def test_output_inside_the_input_is_refused_and_the_input_kept(room, tmp_path, capsys):
+    seq = tmp_path / "seq"
+    shutil.copytree(room, seq)
+    before = sorted(p.relative_to(seq) for p in seq.rglob("*"))
+    msg = run_bad(capsys, ["recon", str(seq), "--out", str(seq), "--source", "rgbd", "--overwrite"], seq)
+    assert "contains the input" in msg
+    assert sorted(p.relative_to(seq) for p in seq.rglob("*")) == before
+
+
+def test_images_stored_rotated_are_refused_with_the_fix(tmp_path, capsys):
+    noise_images(tmp_path / "seq" / "images", [(64, 48)] * 3)
+    rotated = Image.open(tmp_path / "seq" / "images" / "001.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "seq" / "images" / "001.jpg", exif=exif)
+    (tmp_path / "seq" / "images" / "001.png").unlink()
+    msg = run_bad(capsys, ["recon", str(tmp_path / "seq"), "--out", str(tmp_path / "s"), "--no-dense"], tmp_path / "s")
+    assert "001.jpg" in msg and "orientation 6" in msg and "upright" in msg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,21 @@ def test_no_lidar_data_is_one_clear_error(tmp_path):
     (tmp_path / "seq" / "images").mkdir(parents=True)
     with pytest.raises(InputError, match="no LiDAR data"):
         reconstruct(tmp_path / "seq", tmp_path / "s", ReconOptions(source="lidar", progress=False))
+
+
+def test_a_subset_of_scans_keeps_each_scan_with_its_own_pose_and_image(synth_sequence, tmp_path):
+    seq = tmp_path / "seq"
+    shutil.copytree(synth_sequence("street", frames=3, size=(120, 90), lidar=True), seq)
+    for stale in ("lidar/velodyne/000000.bin", "lidar/labels/000000.label", "images/000000.png"):
+        (seq / stale).unlink()
+    scene, report = lidar_scene(seq, tmp_path / "s")
+    assert report["scans"] == 2 and [f.image.rsplit("/", 1)[-1] for f in scene.frames] == ["000001.png", "000002.png"]
+    for f, frame in enumerate(scene.frames):
+        point, v, u = scene.links.frame(f)
+        gt = read_label(frame.label)
+        assert (gt[v, u] == scene.cloud.label[point]).mean() > 0.95  # pose line i stays with scan i
+
+
+def test_nuscenes_points_belong_to_no_single_camera(shared_data, tmp_path):
+    scene, report = lidar_scene(shared_data / "nuscenes_sample", tmp_path / "s", visibility="none")
+    assert (scene.cloud.source_frame == -1).all() and report["scans"] == 1

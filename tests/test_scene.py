@@ -99,3 +99,22 @@ def test_load_rejects_other_versions_and_missing_files(tmp_path):
     (scene_dir / "links.npz").unlink()
     with pytest.raises(InputError, match="links.npz: file not found"):
         Scene.load(scene_dir)
+
+
+def test_read_rgb_applies_exif_orientation_and_scales_16_bit(tmp_path):
+    from PIL import Image
+
+    from recon.dataset import read_rgb
+
+    upright = np.zeros((36, 48, 3), np.uint8)
+    upright[:, :8] = 255  # a bright left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+    Image.fromarray(upright).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    shown = read_rgb(tmp_path / "r.jpg")
+    assert shown.shape == (48, 36, 3) and shown[:8].mean() > 200 and shown[-8:].mean() < 50
+
+    grey16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(grey16).save(tmp_path / "g.png")
+    rgb = read_rgb(tmp_path / "g.png")
+    assert rgb.dtype == np.uint8 and rgb[..., 0].ravel().tolist() == (grey16.ravel() >> 8).tolist()
