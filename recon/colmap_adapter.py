@@ -7,9 +7,11 @@ glog output goes to a log file (`quiet_native_logs`) so our own per-stage progre
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +194,58 @@ def global_mapping(database: Path, image_dir: Path, out_dir: Path, settings: Map
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     models = pycolmap.global_mapping(database, image_dir, out_dir, options=options)
     return list(models.values())
+
+
+def map_in_fresh_process(kind: str, database: Path, image_dir: Path, out_dir: Path,
+                         settings: MapperSettings) -> list:
+    """Run one mapper (`incremental` or `global`) in a new Python process and read its models back.
+
+    GLOMAP keeps state between calls inside one process: the second global mapping of the same database in
+    a process gives another model than the first (seeds, threads and database all equal). A fresh process
+    starts from nothing, so every attempt, and every `rewis recon` run, maps the same way; a crash of the
+    native code then only fails this attempt. A plain `python -c` child rather than multiprocessing's
+    spawn: spawn re-imports the caller's main module, which breaks scripts without a main guard.
+    Raises RuntimeError when the mapper fails or the process dies."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    request = {"kind": kind, "database": str(database), "image_dir": str(image_dir), "out_dir": str(out_dir),
+               "settings": asdict(settings)}
+    code = "import json, sys; from recon.colmap_adapter import mapping_worker; mapping_worker(json.loads(sys.argv[1]))"
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    # the child's output joins ours on fd 2, which quiet_native_logs points at the log file
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=env, stdin=subprocess.DEVNULL,
+                          stdout=2, stderr=2, check=False)  # failure is told by the missing result file
+    result_file = out_dir / "result.json"
+    if not result_file.is_file():
+        raise RuntimeError(f"{kind} mapping process died (exit code {done.returncode})")
+    result = json.loads(result_file.read_text())
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return [read_model(Path(f)) for f in result["models"]]
+
+
+def mapping_worker(request: dict) -> None:
+    """In the child: map, write each model to out_dir/model<k> in pycolmap's order, list them in
+    out_dir/result.json (or the error message)."""
+    out_dir = Path(request["out_dir"])
+    settings = request["settings"]
+    if settings.get("init_pair") is not None:
+        settings["init_pair"] = tuple(settings["init_pair"])
+    settings = MapperSettings(**settings)
+    pycolmap.logging.minloglevel = 1
+    set_seed(settings.seed)
+    mapper = global_mapping if request["kind"] == "global" else incremental_mapping
+    try:
+        models = mapper(Path(request["database"]), Path(request["image_dir"]), out_dir, settings)
+    except RuntimeError as e:
+        (out_dir / "result.json").write_text(json.dumps({"error": str(e)}))
+        return
+    folders = []
+    for k, model in enumerate(models):
+        folders.append(str(out_dir / f"model{k}"))
+        write_model(model, Path(folders[-1]))
+    (out_dir / "result.json").write_text(json.dumps({"models": folders}))
 
 
 def num_registered(model) -> int:

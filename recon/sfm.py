@@ -1,8 +1,10 @@
 """The robust SfM driver: features -> matches -> mapping attempts -> the best model, merged with the others.
 
 Robustness measures (each can be switched off to measure what it contributes, see benchmarks/recon.py):
-- fixed seeds everywhere (COLMAP's PRNG, two-view RANSAC, mapper, triangulator, rotation averaging) and
-  single-threaded mapping including Ceres, so that repeated runs give the same model;
+- fixed seeds everywhere (COLMAP's PRNG, two-view RANSAC, mapper, triangulator, rotation averaging),
+  single-threaded feature extraction (image ids in name order: parallel extraction numbers the images in
+  the order the threads finish, and the mappers depend on that order), single-threaded mapping including
+  Ceres, and every mapping attempt in a fresh process, so that repeated runs give the same model;
 - a focal prior: EXIF when present, else `focal_factor * max(W, H)`; optionally (`focal_prior`) flagged as a
   trusted prior in the database, so that verification fits essential matrices and the global mapper gets the
   calibration it asks for (off by default: in first runs it cost registrations as often as it helped);
@@ -50,7 +52,7 @@ class SfmOptions:
     merge: bool = True
     num_threads: int = -1
     good_fraction: float = 1.0  # stop trying once this share of frames is registered
-    deterministic: bool = True  # single-threaded mapping (extraction and matching stay parallel)
+    deterministic: bool = True  # single-threaded extraction (image ids in name order) and mapping
 
 
 @dataclass
@@ -75,12 +77,15 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, 
     database, log = work / "database.db", work / "colmap.log"
     mode = matching_mode(options, len(names))
     colmap.set_seed(options.seed)
+    # parallel extraction writes images in the order the threads finish: the image ids, and with them the
+    # mapper's pair order and initial pair, would change from run to run although every feature is the same
+    extraction_threads = 1 if options.deterministic else options.num_threads
     with colmap.quiet_native_logs(log):
         with stages("features"):
             colmap.extract_features(database, image_dir, names, shared_camera=options.shared_camera,
                                     camera_model="PINHOLE" if options.camera_params else "SIMPLE_RADIAL",
                                     camera_params=options.camera_params, focal_factor=options.focal_factor,
-                                    max_features=options.max_features, num_threads=options.num_threads)
+                                    max_features=options.max_features, num_threads=extraction_threads)
             if options.robust and options.focal_prior:
                 colmap.set_focal_prior(database)  # before matching: verification uses it
         with stages(f"matching ({mode})"):
@@ -115,9 +120,8 @@ def map_database(database: Path, image_dir: Path, work: Path, options: SfmOption
 def _run_attempt(database: Path, image_dir: Path, out: Path, name: str, kind: str,
                  settings: colmap.MapperSettings) -> tuple[list, dict]:
     start = time.perf_counter()
-    mapper = colmap.global_mapping if kind == "global" else colmap.incremental_mapping
-    try:
-        models, error = mapper(database, image_dir, out, settings), None
+    try:  # a fresh process per attempt: no mapper state carries over between attempts or runs
+        models, error = colmap.map_in_fresh_process(kind, database, image_dir, out, settings), None
     except RuntimeError as e:  # a failed attempt is not fatal while others remain
         models, error = [], str(e)
     sizes = sorted((colmap.num_registered(m) for m in models), reverse=True)

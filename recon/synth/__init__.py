@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from recon.errors import InputError
 
-GENERATOR_VERSION = "1.0"  # bump whenever the rendered bytes for a given seed change
+GENERATOR_VERSION = "1.1"  # bump whenever the rendered bytes for a given seed change
 SYNTH_FORMAT = "rewis.synth/1"
 MIN_SIDE, MAX_SIDE = 16, 8192
 

@@ -22,9 +22,19 @@ class Surface:
     tint: np.ndarray  # (N, 3) per-object random numbers in [0, 1)
     noise: NoiseBank
     footprint: np.ndarray | float = 0.0  # (N,) metres covered by one pixel there, for pre-filtering
+    # (N, 2) per-object shift of the texture coordinates (metres): two facades whose uv both start at
+    # their corner still get different noise and tile patterns, as real facades do
+    offset: np.ndarray | float = 0.0
+
+    @property
+    def tex_uv(self) -> np.ndarray:
+        """uv shifted by the object's offset: for noise and random tiles, not for shapes tied to geometry
+        (window frames, floor bands, seams), which use `uv`."""
+        return self.uv + self.offset
 
     def fbm(self, scale, kind=NoiseBank.SMOOTH, du: float = 0.0):
-        return self.noise.fbm(self.uv[:, 0] + du, self.uv[:, 1], scale, kind)
+        tex = self.tex_uv
+        return self.noise.fbm(tex[:, 0] + du, tex[:, 1], scale, kind)
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ def _grain(s: Surface, scale: float, amount: float) -> np.ndarray:
 
 @material("asphalt", 0.15)
 def asphalt(s: Surface):
-    u, v = s.uv[:, 0], s.uv[:, 1]
+    u, v = s.tex_uv[:, 0], s.tex_uv[:, 1]
     base = 0.36 + 0.1 * s.tint[:, 0]
     patches = 0.12 * s.fbm(0.4) + 0.10 * s.fbm(3.0)
     grain = 0.30 * s.fbm(4.0, NoiseBank.GRAIN) + 0.25 * s.fbm(1.2, NoiseBank.GRAIN, du=13.0)
@@ -78,7 +88,7 @@ def paint(s: Surface):
 @material("paving", 0.25)
 def paving(s: Surface):
     size = 0.3 + 0.25 * s.tint[:, 0]
-    col, row, edge = bricks(s.uv[:, 0], s.uv[:, 1], size, size * (0.5 + s.tint[:, 1]), 0.5)
+    col, row, edge = bricks(s.tex_uv[:, 0], s.tex_uv[:, 1], size, size * (0.5 + s.tint[:, 1]), 0.5)
     tile = hash01(col, row, 3)
     warm = np.array([0.52, 0.47, 0.42]) * (0.75 + 0.3 * s.tint[:, 2:3])
     grey = np.array([0.46, 0.46, 0.46])
@@ -120,7 +130,7 @@ def plaster(s: Surface):
 
 @material("brick", 0.4)
 def brick(s: Surface):
-    col, row, edge = bricks(s.uv[:, 0], s.uv[:, 1], 0.25, 0.08, 0.5)
+    col, row, edge = bricks(s.tex_uv[:, 0], s.tex_uv[:, 1], 0.25, 0.08, 0.5)
     hue = hash01(col, row, 11)
     base = mix([0.55, 0.25, 0.17], [0.68, 0.45, 0.32], 0.6 * s.tint[:, 0] + 0.4 * hue)
     base *= (0.8 + 0.35 * hash01(col, row, 17))[:, None]
@@ -148,7 +158,7 @@ def window(s: Surface):
 def door(s: Surface):
     u, v = s.uv[:, 0], s.uv[:, 1]
     wood = pick([[0.38, 0.22, 0.12], [0.25, 0.28, 0.32], [0.55, 0.40, 0.25], [0.15, 0.25, 0.18]], s.tint[:, 0])
-    grain = 1.0 + 0.25 * s.noise.fbm(u * 0.2, v * 3.0, 10.0, NoiseBank.GRAIN)
+    grain = 1.0 + 0.25 * s.noise.fbm(s.tex_uv[:, 0] * 0.2, s.tex_uv[:, 1] * 3.0, 10.0, NoiseBank.GRAIN)
     panel = (np.abs(np.mod(u, 0.5) - 0.25) < 0.17) & (np.abs(np.mod(v, 0.7) - 0.35) < 0.25)
     return wood * (grain * np.where(panel, 0.85, 1.0))[:, None]
 
@@ -160,7 +170,7 @@ def roof(s: Surface):
 
 @material("bark", 0.3)
 def bark(s: Surface):
-    streak = s.noise.fbm(s.uv[:, 0] * 4.0, s.uv[:, 1] * 0.5, 6.0, NoiseBank.GRAIN)
+    streak = s.noise.fbm(s.tex_uv[:, 0] * 4.0, s.tex_uv[:, 1] * 0.5, 6.0, NoiseBank.GRAIN)
     colour = mix([0.22, 0.16, 0.10], [0.45, 0.38, 0.28], 0.5 + 1.2 * streak + 0.3 * (s.tint[:, 0] - 0.5))
     return colour
 
@@ -219,7 +229,7 @@ def hub(s: Surface):
 @material("metal", 0.6)
 def metal(s: Surface):
     colour = pick([[0.50, 0.52, 0.54], [0.20, 0.24, 0.22], [0.12, 0.12, 0.13], [0.62, 0.62, 0.60]], s.tint[:, 2])
-    streak = s.noise.fbm(s.uv[:, 0] * 8.0, s.uv[:, 1] * 0.5, 4.0, NoiseBank.GRAIN)
+    streak = s.noise.fbm(s.tex_uv[:, 0] * 8.0, s.tex_uv[:, 1] * 0.5, 4.0, NoiseBank.GRAIN)
     return colour * (1.0 + 0.3 * streak + 0.15 * s.fbm(1.0))[:, None]
 
 
@@ -269,7 +279,7 @@ def wood_floor(s: Surface):
     col, row, edge = bricks(s.uv[:, 1], s.uv[:, 0], 1.4, 0.16, 0.37)
     plank = hash01(col, row, 21)
     base = mix([0.45, 0.30, 0.17], [0.70, 0.52, 0.33], 0.6 * s.tint[:, 0] + 0.4 * plank)
-    grain = s.noise.fbm(s.uv[:, 0] * 1.0, s.uv[:, 1] * 0.08, 12.0, NoiseBank.GRAIN)
+    grain = s.noise.fbm(s.tex_uv[:, 0] * 1.0, s.tex_uv[:, 1] * 0.08, 12.0, NoiseBank.GRAIN)
     colour = base * (1.0 + 0.35 * grain + 0.1 * s.fbm(2.0))[:, None]
     return colour * (1.0 - 0.6 * joint_line(edge, 0.006, s.footprint))[:, None]
 
@@ -317,7 +327,7 @@ def ceiling_tiles(s: Surface):
 @material("wood", 0.35)
 def wood(s: Surface):
     base = pick([[0.55, 0.36, 0.20], [0.32, 0.20, 0.12], [0.75, 0.62, 0.45], [0.85, 0.84, 0.80]], s.tint[:, 0])
-    rings = s.noise.fbm(s.uv[:, 0] * 0.15, s.uv[:, 1] * 1.0, 14.0, NoiseBank.GRAIN)
+    rings = s.noise.fbm(s.tex_uv[:, 0] * 0.15, s.tex_uv[:, 1] * 1.0, 14.0, NoiseBank.GRAIN)
     return base * (1.0 + 0.4 * rings + 0.1 * s.fbm(3.0))[:, None]
 
 
@@ -388,7 +398,8 @@ def shade_albedo(material_ids: np.ndarray, surface: Surface) -> np.ndarray:
     for start, end in zip(bounds[:-1], bounds[1:]):
         sel = order[start:end]
         footprint = np.broadcast_to(surface.footprint, material_ids.shape)[sel]
-        sub = Surface(surface.uv[sel], surface.pos[sel], surface.tint[sel], surface.noise, footprint)
+        offset = np.broadcast_to(surface.offset, surface.uv.shape)[sel]
+        sub = Surface(surface.uv[sel], surface.pos[sel], surface.tint[sel], surface.noise, footprint, offset)
         out[sel] = MATERIALS[sorted_ids[start]].shader(sub)
     tint_gain = 0.92 + 0.16 * surface.tint[:, 1:2]
     return np.clip(out * tint_gain, 0.0, 1.0)

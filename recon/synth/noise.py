@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 TABLE_SIZE = 256
+_COS, _SIN = np.cos(0.5), np.sin(0.5)  # rotation of the second noise read (see NoiseBank.fbm)
 
 
 def _spectral_noise(rng: np.random.Generator, size: int, exponent: float) -> np.ndarray:
@@ -43,8 +44,16 @@ class NoiseBank:
         return top * (1 - av) + bottom * av
 
     def fbm(self, u, v, scale: float, kind: int = SMOOTH) -> np.ndarray:
-        """Noise with features of about `1/scale` metres, centred on 0 (roughly -0.5..0.5)."""
-        return self.sample(kind, u * scale * 8.0, v * scale * 8.0) - 0.5
+        """Noise with features of about `1/scale` metres, centred on 0 (roughly -0.5..0.5).
+
+        One table repeats every TABLE_SIZE cells (8 m for fine grain), and a road that repeats every 8 m
+        lets SfM match frames 24 m apart as well as neighbours. So the table is read twice, the second
+        time on a grid rotated by an irrational angle and shifted: the sum of two lattices at such an
+        angle never repeats. Dividing by sqrt(2) keeps the contrast of a single read."""
+        su, sv = u * scale * 8.0, v * scale * 8.0
+        first = self.sample(kind, su, sv) - 0.5
+        second = self.sample(kind, _COS * su - _SIN * sv + 97.3, _SIN * su + _COS * sv + 41.7) - 0.5
+        return (first + second) * np.sqrt(0.5)
 
 
 def hash01(i, j, salt: int = 0) -> np.ndarray:

@@ -23,6 +23,11 @@ class Placer:
     def obj(self) -> int:
         return self.mesh.new_object(self.rng.random(3))
 
+    def obj_like(self, obj: int) -> int:
+        """A new object with `obj`'s colour tint (e.g. one window of a facade): it gets its own texture
+        offset, so identical windows differ in their glass, without drawing from the layout generator."""
+        return self.mesh.new_object(self.mesh.tints[obj])
+
     def put(self, shape: m.Shape, R, t, cls: str, material: str, obj: int, instance: int = 0,
             offset=(0.0, 0.0, 0.0)) -> None:
         """Add `shape` moved by `offset` in the object frame, then placed with (R, t)."""

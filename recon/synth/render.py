@@ -64,6 +64,7 @@ class Renderer:
         self.scene = scene
         self.mesh = scene.mesh
         self.noise = NoiseBank(scene.noise_seed)
+        self.texture_offsets = texture_offsets(len(self.mesh["tints"]), scene.noise_seed)
         self._ray_cache: dict = {}
         self.pixel_angle = 0.0  # radians per pixel of the current camera (texture pre-filtering)
         self.raycaster = o3d.t.geometry.RaycastingScene()
@@ -114,8 +115,9 @@ class Renderer:
         normal *= np.where(np.sum(normal * geo, axis=1) < 0, -1.0, 1.0)[:, None]
         dist = hits.t[sel] * np.linalg.norm(directions[sel], axis=1)
         slant = np.maximum(np.abs(np.sum(geo * d, axis=1)), 0.15)
-        surface = Surface(self.interpolate("uv", prim, bary), pos, self.mesh["tints"][self.mesh["obj"][prim]],
-                          self.noise, dist * self.pixel_angle / slant)
+        obj = self.mesh["obj"][prim]
+        surface = Surface(self.interpolate("uv", prim, bary), pos, self.mesh["tints"][obj],
+                          self.noise, dist * self.pixel_angle / slant, self.texture_offsets[obj])
         albedo = shade_albedo(self.mesh["material"][prim], surface)
         light_in = self.incoming_light(pos + geo * SHADOW_OFFSET, normal)
         colour = albedo * light_in[:, None]
@@ -197,6 +199,12 @@ class Renderer:
         dirs = rotate(dirs_cam, world_from_cam[:3, :3])
         origins = np.broadcast_to(world_from_cam[:3, 3], dirs.shape)
         return origins, dirs
+
+
+def texture_offsets(num_objects: int, seed: int) -> np.ndarray:
+    """(num_objects, 2) shifts of the texture coordinates in metres, one per object. Drawn from their own
+    stream, so the scene layout (drawn from the preset's generator) stays what it was for a seed."""
+    return np.random.default_rng([seed, 5]).uniform(0.0, 1000.0, size=(num_objects, 2))
 
 
 def _edge_pixels(key: np.ndarray) -> np.ndarray:

@@ -208,11 +208,11 @@ def add_building(p: ob.Placer, curve: Curve, side: Side, s: float, width: float,
             p.put(m.box((1.2, 0.1, 2.3)), R, centre, "building", "door", p.obj(), offset=(x, face_y, SINK))
         else:
             shop_h = min(2.6, floor_h - 0.5)
-            p.put(m.box((pitch - 0.6, 0.08, shop_h)), R, centre, "building", "window", frame_obj,
+            p.put(m.box((pitch - 0.6, 0.08, shop_h)), R, centre, "building", "window", p.obj_like(frame_obj),
                   offset=(x, face_y, s_base))
         for f in range(1, floors):
             if rng.random() < 0.93:
-                p.put(m.box((win_w, 0.08, win_h)), R, centre, "building", "window", frame_obj,
+                p.put(m.box((win_w, 0.08, win_h)), R, centre, "building", "window", p.obj_like(frame_obj),
                       offset=(x, face_y, SINK + f * floor_h + 0.9))
 
 
