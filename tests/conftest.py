@@ -6,9 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """One intra-op thread for every test: the models and tensors here are tiny, and a second OpenMP thread on
+    a busy 2-core machine only adds contention (measured 10-50x slower steps). Code that runs its own threads
+    (recon.projection's per-view workers) still does."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,8 @@ TINY = dict(base_channels=8, channel_multipliers=(1, 2, 3), blocks=(1, 1, 1), vo
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # these tensors are tiny: a second OpenMP thread only adds contention (10-30x slower on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def grid_coords(size: int, occupancy: float) -> torch.Tensor:

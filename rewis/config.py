@@ -1,0 +1,375 @@
+"""Training configuration: YAML presets parsed into typed dataclasses.
+
+Rules (docs in configs/README-like comments at the top of each preset):
+- A preset is a YAML mapping whose sections mirror the dataclasses below (`run`, `data`, `model2d`, `net3d`,
+  `optim2d`, `optim3d`, `method`) plus the top-level `mode` and `seed`.
+- `base: other.yaml` (relative to the preset) inherits another preset; only one level (a base may not have a
+  base). Sections merge key by key; lists and scalars replace.
+- Unknown or mistyped keys, and values of the wrong type, fail with the key and the file named.
+- `key=value` overrides (dotted keys, e.g. `data.batch_size=4 run.max_steps=100`) are parsed with YAML
+  syntax and converted to the field's type.
+- `save_config` writes the fully resolved config (every field) as YAML; `load_config` reads it back.
+
+Plain dataclasses + pyyaml: the schema is small, the error messages are ours, and nothing is executed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from recon.errors import InputError
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/default"  # run folder: config.yaml, checkpoints/, export/, metrics.jsonl, logs/
+    max_steps: int = 1000  # optimizer steps (all stages together)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    cpu: bool = False  # force the CPU even when a GPU is present
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    log_every: int = 10  # optimizer steps between metric lines / tracker logs
+    eval_every: int = 0  # optimizer steps between validations; 0 = only at the end
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 0  # keep the newest N step checkpoints; 0 = keep all
+    logger: str = "tensorboard"  # tensorboard | wandb | none
+    wandb_project: str = "rewis"
+    progress: bool = True
+    cpu_threads: int = 0  # torch intra-op threads; 0 = torch's default (1 helps a lot on busy small machines)
+    export: bool = True  # export the best 2D model (by val mIoU) as a SegFormer folder in RUN/export
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # scene folders (scene.json) or sequence folders (images/)
+    val: list[str] = field(default_factory=list)  # sequence or dataset folders with dense labels/
+    weak_kind: str | None = None  # weak labels: None = what the scene recorded, else SEQ/weak/<kind>/
+    height: int = 360  # images are scaled to this height (training base scale and evaluation)
+    crop: tuple[int, int] = (360, 480)  # training crop (height, width); also the sliding-window size
+    scale_range: tuple[float, float] = (0.75, 1.5)  # random rescale of the base scale before cropping
+    flip: bool = True
+    batch_size: int = 2
+    num_workers: int = 0
+    epoch_repeats: int = 1  # one epoch = every training frame this many times
+    # 3D sample (modes with points)
+    num_points: int = 20000  # M points per sample (reference: 120k)
+    in_view_share: float = 0.7  # at most this share of M from the view's own points
+    ball_factor: float = 1.5  # ball radius = factor x the view's radius
+    radius_percentile: float = 95.0  # view radius = this percentile of the view points' distance to their centre
+    view_drop_fraction: float = 0.1  # least confident share of each view's points dropped (set 0 when the
+    #                                  scene was built with `rewis recon --drop-fraction`, which already did it)
+    up_axis: str = "auto"  # auto (from the cameras) | x | y | z | -x | -y | -z
+    # 3D student augmentation
+    rotate_up: bool = True
+    scale3d: tuple[float, float] = (0.9, 1.1)
+    flip3d: bool = True
+    jitter_sigma: float = 0.005
+    jitter_clip: float = 0.02
+    # strong 2D view (student)
+    strong_color: float = 0.4  # colour jitter strength; 0 = off
+    strong_blur: float = 0.5  # probability of a gaussian blur
+    strong_cutout: float = 0.5  # probability of one cutout rectangle
+
+
+@dataclass
+class Model2DConfig:
+    size: str = "b0"  # SegFormer MiT size b0..b5
+    pretrained: str | None = None  # local folder / hub id of a SegFormer to start from (encoder + new head)
+    overrides: dict = field(default_factory=dict)  # SegformerConfig fields (tests use tiny hidden sizes)
+
+
+@dataclass
+class Net3DConfig:
+    kind: str = "sparse_unet"  # sparse_unet (rewis/net3d.py) | mlp (point-wise stand-in)
+    voxel_size: float = 0.05
+    channels: int = 32
+    options: dict = field(default_factory=dict)  # extra keyword arguments of the 3D network
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-5
+    weight_decay: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "linear"  # linear (decay to 0) | onecycle | constant | cosine
+    warmup_steps: int = 0  # linear warm-up (linear, cosine, constant)
+    pct_start: float = 0.3  # onecycle: share of steps rising
+    block_lr: float | None = None  # reference quirk: lr of every parameter whose name holds "block"
+
+
+@dataclass
+class MethodConfig:
+    beta: float = 0.5  # weight of the consistency term in L_base
+    reliability_threshold: float = 0.95  # w_T = share of teacher outputs with max prob >= this
+    kl_reduction: str = "element"  # element: per-element mean KL | reference: 2D mean over N*C (the 3D
+    #                                batchmean of the reference equals the per-element mean)
+    ema_max: float = 0.99  # a_max
+    ema_reset_each_epoch: bool = False  # reference quirk: the EMA step counter restarts every epoch
+    teacher_train_mode: bool = False  # reference quirk: teachers run in train mode
+    cmc_start: int = 0  # optimizer step where cross-modal consistency starts
+    cmc_ramp: int = 0  # steps of the linear ramp from 0 to lambda_max
+    lambda_2d: float = 0.075  # 3D -> 2D
+    lambda_3d: float = 0.125  # 2D -> 3D
+    use_pred_conf: bool = True  # CMC weights include the teacher's max prob
+    use_recon_conf: bool = True  # CMC weights include the reconstruction confidence r_i
+    sky_teacher: bool = False  # frozen 2D teacher copy from cmc_start fills no-3D pixels without a point
+    strong_aug: bool = True  # student sees the strong 2D view
+
+
+@dataclass
+class Config:
+    mode: str = "rewis3d"  # full | ema | rewis3d (rewis/modes)
+    seed: int = 0
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model2d: Model2DConfig = field(default_factory=Model2DConfig)
+    net3d: Net3DConfig = field(default_factory=Net3DConfig)
+    optim2d: OptimConfig = field(default_factory=OptimConfig)
+    optim3d: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=5e-3, schedule="onecycle"))
+    method: MethodConfig = field(default_factory=MethodConfig)
+    source: str = field(default="", metadata={"internal": True})  # the preset file (not read from YAML)
+
+
+CHOICES = {"mode": None, "run.mixed_precision": ("no", "fp16", "bf16"), "run.logger": ("tensorboard", "wandb", "none"),
+           "net3d.kind": ("sparse_unet", "mlp"), "optim2d.schedule": ("linear", "onecycle", "constant", "cosine"),
+           "optim3d.schedule": ("linear", "onecycle", "constant", "cosine"),
+           "method.kl_reduction": ("element", "reference"), "data.up_axis": ("auto", "x", "y", "z", "-x", "-y", "-z")}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a preset (with its optional base), apply `key=value` overrides, return a typed Config."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    base = raw.pop("base", None)
+    if base is not None:
+        base_path = (path.parent / str(base)).resolve()
+        base_raw = _read_yaml(base_path)
+        if "base" in base_raw:
+            raise InputError(f"{base_path}: key 'base': a base preset may not have a base itself (one level only)")
+        _check_keys(base_raw, Config, str(base_path))
+        _check_keys(raw, Config, str(path))
+        raw = _merge(base_raw, raw)
+    _check_keys(raw, Config, str(path))
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value, "command line")
+    cfg = _build(Config, raw, str(path) if not overrides else f"{path} (+ command line overrides)", "")
+    cfg.source = str(path)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict, where: str = "config") -> Config:
+    _check_keys(data, Config, where)
+    cfg = _build(Config, dict(data), where, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    from rewis.modes import MODES
+
+    choices = dict(CHOICES, mode=tuple(MODES))
+    for key, allowed in choices.items():
+        value = _get_dotted(cfg, key)
+        if value not in allowed:
+            raise InputError(f"{cfg.source or 'config'}: key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+    if cfg.run.max_steps < 1 or cfg.run.grad_accum < 1 or cfg.data.batch_size < 1:
+        raise InputError(f"{cfg.source or 'config'}: run.max_steps, run.grad_accum and data.batch_size must be >= 1")
+    if not 0 < cfg.data.in_view_share <= 1 or cfg.data.num_points < 1:
+        raise InputError(f"{cfg.source or 'config'}: data.in_view_share must be in (0, 1], data.num_points >= 1")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config must be a YAML mapping of sections")
+    return data
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides" \
+            and k != "options" else v
+    return out
+
+
+def _check_keys(raw: dict, cls, where: str, prefix: str = "") -> None:
+    names = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key == "base" and not prefix:
+            continue
+        if key not in names:
+            close = difflib.get_close_matches(str(key), list(names), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise InputError(f"{where}: unknown key '{full}'{hint}")
+        ftype = _hints(cls)[key]
+        if dataclasses.is_dataclass(ftype):
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: key '{full}' must be a mapping (a section), got {value!r}")
+            _check_keys(value, ftype, where, f"{full}.")
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, raw: dict, where: str, prefix: str):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw or f.metadata.get("internal"):
+            continue
+        ftype = _hints(cls)[f.name]
+        value = raw[f.name]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[f.name] = _build(ftype, value or {}, where, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _convert(value, ftype, where, f"{prefix}{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(value, tp, where: str, key: str):
+    """`value` as type `tp` (int, float, bool, str, X | None, list[X], tuple[X, ...], dict)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    fail = InputError(f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise fail
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)  # YAML reads 3e-5 as a string
+                except ValueError:
+                    raise fail from None
+            raise fail
+        return float(value)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise fail
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            if origin is list and isinstance(value, str):
+                value = [value]
+            else:
+                raise fail
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise InputError(f"{where}: key '{key}' expects {len(args)} values, got {value!r}")
+            return tuple(_convert(v, a, where, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else object
+        out = [_convert(v, item, where, f"{key}[{i}]") if item is not object else v for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise fail
+        return dict(value)
+    return value
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item:
+        raise InputError(f"command line: override {item!r} must look like key=value (e.g. data.batch_size=4)")
+    key, text = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def _set_dotted(raw: dict, key: str, value, where: str) -> None:
+    parts = key.split(".")
+    cls, node = Config, raw
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        if part not in names:
+            close = difflib.get_close_matches(part, list(names), n=1)
+            hint = f" (did you mean '{'.'.join(parts[:i] + [close[0]])}'?)" if close else ""
+            raise InputError(f"{where}: unknown key '{key}'{hint}")
+        ftype = _hints(cls)[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(ftype):
+                raise InputError(f"{where}: key '{key}' is a section; set one of its fields (e.g. {key}.x=...)")
+            node[part] = value
+            return
+        if not dataclasses.is_dataclass(ftype):
+            if ftype is dict or typing.get_origin(ftype) is dict:  # free-form mapping: set a nested key
+                sub = node.setdefault(part, {})
+                for p in parts[i + 1:-1]:
+                    sub = sub.setdefault(p, {})
+                sub[parts[-1]] = value
+                return
+            raise InputError(f"{where}: key '{'.'.join(parts[:i + 1])}' is not a section")
+        node = node.setdefault(part, {})
+        cls = ftype
+
+
+def _get_dotted(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def to_dict(cfg) -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def dump_config(cfg: Config) -> str:
+    head = f"# resolved rewis config (from {cfg.source or 'code'}); train again with: rewis train THIS.yaml\n"
+    return head + yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_config(cfg))
+    return path

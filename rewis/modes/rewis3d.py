@@ -1,0 +1,156 @@
+"""Mode `rewis3d` (METHODS.md section 2): 2D and 3D students with EMA teachers, cross-modal consistency.
+
+Per branch L_base = (1 - beta) CE(weak labels) + beta w_T KL(teacher || student) on unlabeled elements (2D:
+pixels of the crop; 3D: the M sampled points with the scene's accumulated weak labels). Cross-modal
+consistency over the view's links (point i <-> pixel p), teachers under no_grad:
+- 2D->3D: y_i = argmax of the 2D teacher at p, c_i = maxprob * r_i; L_C3D = sum c_i CE(s3D_i, y_i) / sum c_i.
+  Pixels whose teacher class has no 3D geometry (sky) give no 3D label.
+- 3D->2D: y_p = class of the 3D teacher's argmax at i, c = maxprob * r_i; L_C2D the same weighted mean over
+  linked pixels. Optional sky teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels
+  without a point whose sky-teacher class has no 3D geometry, weighted by its max prob.
+- L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start.
+Inference and export: the 2D student alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rewis.ema import make_teacher, teacher_mode
+from rewis.losses import ClassMap, partial_consistency, ramp, soft_targets, weighted_ce
+from rewis.modes import StepInfo, adamw
+from rewis.modes.ema import EMAMode
+
+
+class PointMLP(nn.Module):
+    """A point-wise stand-in for the sparse 3D U-Net (same output dict): per-point MLP + per-sample max-pooled
+    context. Input features: xyz and rgb."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 32):
+        super().__init__()
+        c = channels
+        self.local = nn.Sequential(nn.Linear(in_channels, c), nn.LayerNorm(c), nn.ReLU(), nn.Linear(c, 2 * c), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4 * c, 2 * c), nn.LayerNorm(2 * c), nn.ReLU(), nn.Linear(2 * c, num_classes))
+
+    def forward(self, xyz: torch.Tensor, features: torch.Tensor, batch: torch.Tensor) -> dict:
+        h = self.local(torch.cat([xyz, features], 1))
+        nb = int(batch.max()) + 1 if batch.numel() else 1
+        pooled = h.new_full((nb, h.shape[1]), -1e4).scatter_reduce(0, batch[:, None].expand_as(h), h, "amax")
+        feats = torch.cat([h, pooled[batch]], 1)
+        return {"logits": self.head(feats), "features": feats, "multiscale": []}
+
+
+def build_net3d(cfg, num_classes: int) -> nn.Module:
+    """The configured 3D network mapping (xyz, rgb, batch) to per-point logits of the 3D classes: the sparse
+    voxel U-Net of rewis/net3d.py, or the point-wise MLP stand-in (kind: mlp; tests and quick runs)."""
+    if cfg.kind == "sparse_unet":
+        from rewis.net3d import SparseUNet3D
+
+        return SparseUNet3D(num_classes=num_classes, in_channels=6, voxel_size=cfg.voxel_size,
+                            base_channels=cfg.channels, **cfg.options)
+    return PointMLP(6, num_classes, cfg.channels)
+
+
+def run_net3d(net: nn.Module, xyz: torch.Tensor, rgb: torch.Tensor, batch: torch.Tensor) -> dict:
+    return net(xyz, rgb, batch)
+
+
+class Rewis3dMode(EMAMode):
+    needs_points = True
+
+    def __init__(self, cfg, classes):
+        super().__init__(cfg, classes)
+        self.classmap = ClassMap(classes.num_classes, classes.no_3d_ids)
+        self.students["3d"] = build_net3d(cfg.net3d, self.classmap.num_3d)
+        self.teachers["3d"] = make_teacher(self.students["3d"])
+        self.sky = None
+        if cfg.method.sky_teacher and self.classmap.no_3d:
+            self.teachers["sky"] = make_teacher(self.students["2d"])
+            self.sky = SkyState()
+
+    def optimizers(self, total_steps: int) -> dict:
+        return {"2d": adamw(self.students["2d"], self.cfg.optim2d, total_steps),
+                "3d": adamw(self.students["3d"], self.cfg.optim3d, total_steps)}
+
+    def state_objects(self) -> dict:
+        objs = dict(self.teachers)
+        if self.sky is not None:
+            objs["sky_state"] = self.sky
+        return objs
+
+    def losses(self, batch: dict, info: StepInfo) -> dict:
+        m = self.cfg.method
+        images, pts, links = batch["image"], batch["points"], batch["links"]
+        # 2D branch (as mode ema)
+        s2 = self.logits_2d(self.students["2d"], self.student_view(images))
+        t2 = self.teacher_logits_2d(images)
+        out = self.base_2d(s2, t2, batch["label"])
+        # 3D branch: student on augmented points, teacher on the originals
+        s3 = run_net3d(self.students["3d"], pts["xyz_aug"], pts["rgb"], pts["batch"])["logits"]
+        with torch.no_grad():
+            teacher3d = teacher_mode(self.teachers["3d"], m.teacher_train_mode)
+            t3 = run_net3d(teacher3d, pts["xyz"], pts["rgb"], pts["batch"])["logits"]
+        ce3, cons3, w3 = partial_consistency(s3, t3, self.classmap.to_3d(pts["weak"]), m.beta,
+                                             m.reliability_threshold, kl_over_classes=False)
+        out["3d/ce"], out["3d/consistency"] = ce3, cons3
+        self.logs["3d/w_T"] = float(w3)
+        # cross-modal consistency
+        lam2 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_2d)
+        lam3 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_3d)
+        self.logs["lambda_2d"], self.logs["lambda_3d"] = lam2, lam3
+        if self.sky is not None and info.step >= m.cmc_start and not self.sky.taken:
+            self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
+            self.sky.taken = True
+        c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
+        out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
+        return out
+
+    def cmc(self, s2, t2, s3, t3, pts, links, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_C2D, L_C3D) before the lambda weights."""
+        m = self.cfg.method
+        b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
+        s2_px = s2.permute(0, 2, 3, 1)[b, v, u]  # (L, C) student 2D logits at the linked pixels
+        t2_px = t2.permute(0, 2, 3, 1)[b, v, u]
+        r = pts["conf"][p] if m.use_recon_conf else torch.ones_like(pts["conf"][p])
+        # 2D -> 3D
+        y2, p2 = soft_targets(t2_px)
+        c3 = (p2 if m.use_pred_conf else torch.ones_like(p2)) * r
+        l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
+        # 3D -> 2D
+        y3, p3 = soft_targets(t3[p])
+        c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r
+        logits, target, weight = [s2_px], [self.classmap.from_3d(y3)], [c2]
+        if self.sky is not None and self.sky.taken:
+            extra = self.sky_pixels(s2, b, v, u, images)
+            logits.append(extra[0]), target.append(extra[1]), weight.append(extra[2])
+        l_c2d = weighted_ce(torch.cat(logits), torch.cat(target), torch.cat(weight))
+        return l_c2d, l_c3d
+
+    @torch.no_grad()
+    def _sky_labels(self, images):
+        teacher = teacher_mode(self.teachers["sky"], self.cfg.method.teacher_train_mode)
+        return soft_targets(self.logits_2d(teacher, images).permute(0, 2, 3, 1).reshape(-1, self.classes.num_classes))
+
+    def sky_pixels(self, s2, b, v, u, images):
+        """Pixels without a point whose sky-teacher class has no 3D geometry: (logits, labels, weights)."""
+        bsz, c, h, w = s2.shape
+        linked = torch.zeros(bsz * h * w, dtype=torch.bool, device=s2.device)
+        linked[(b * h + v) * w + u] = True
+        label, prob = self._sky_labels(images)
+        keep = ~linked & self.classmap.no_3d_mask(label)
+        flat = s2.permute(0, 2, 3, 1).reshape(-1, c)
+        return flat[keep], label[keep], prob[keep]
+
+
+class SkyState:
+    """Whether the sky teacher has been taken (checkpointed with the run)."""
+
+    def __init__(self):
+        self.taken = False
+
+    def state_dict(self) -> dict:
+        return {"taken": torch.tensor(self.taken)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.taken = bool(state["taken"])

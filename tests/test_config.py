@@ -1,0 +1,86 @@
+"""Config presets: typed parsing, one level of inheritance, overrides, errors naming key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recon.errors import InputError
+from rewis.config import Config, load_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_parses(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.mode in ("full", "ema", "rewis3d")
+
+
+def test_inheritance_merges_sections():
+    cfg = load_config(CONFIGS / "street_ema.yaml")
+    assert cfg.mode == "ema" and cfg.run.out == "runs/street_ema"
+    assert cfg.run.max_steps == 7000 and cfg.method.lambda_3d == 0.125  # from the base
+    assert cfg.data.crop == (360, 480) and isinstance(cfg.optim2d.lr, float)
+
+
+def test_mistyped_key_names_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: ema\ndata:\n  batch_sise: 4\n")
+    with pytest.raises(InputError) as e:
+        load_config(bad)
+    assert "data.batch_sise" in str(e.value) and str(bad) in str(e.value) and "batch_size" in str(e.value)
+    top = tmp_path / "top.yaml"
+    top.write_text("mdoe: ema\n")
+    with pytest.raises(InputError, match=r"unknown key 'mdoe'.*mode"):
+        load_config(top)
+
+
+def test_mistyped_key_in_base_names_the_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("run:\n  max_step: 3\n")
+    (tmp_path / "top.yaml").write_text("base: base.yaml\nmode: ema\n")
+    with pytest.raises(InputError) as e:
+        load_config(tmp_path / "top.yaml")
+    assert "base.yaml" in str(e.value) and "run.max_step" in str(e.value)
+
+
+def test_wrong_type_and_choice(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("run:\n  max_steps: lots\n")
+    with pytest.raises(InputError, match=r"run.max_steps.*int"):
+        load_config(p)
+    p.write_text("mode: magic\n")
+    with pytest.raises(InputError, match=r"'mode'.*full"):
+        load_config(p)
+
+
+def test_two_levels_of_inheritance_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("mode: ema\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(InputError, match="one level"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_overrides_convert_types():
+    cfg = load_config(CONFIGS / "tiny.yaml", ["run.max_steps=7", "optim2d.lr=1e-4", "data.crop=[32,40]",
+                                              "method.sky_teacher=true", "model2d.overrides.depths=[1,1,1,1]",
+                                              "model2d.pretrained=null", "data.train=/a/b"])
+    assert cfg.run.max_steps == 7 and cfg.optim2d.lr == 1e-4 and cfg.data.crop == (32, 40)
+    assert cfg.method.sky_teacher is True and cfg.model2d.overrides["depths"] == [1, 1, 1, 1]
+    assert cfg.data.train == ["/a/b"] and cfg.model2d.overrides["hidden_sizes"] == [8, 16, 24, 32]
+    with pytest.raises(InputError, match=r"command line: unknown key 'run.max_stesp'.*run.max_steps"):
+        load_config(CONFIGS / "tiny.yaml", ["run.max_stesp=3"])
+    with pytest.raises(InputError, match="key=value"):
+        load_config(CONFIGS / "tiny.yaml", ["run.max_steps"])
+    with pytest.raises(InputError, match="run.max_steps"):
+        load_config(CONFIGS / "tiny.yaml", ["run.max_steps=abc"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(CONFIGS / "street_rewis3d.yaml", ["data.batch_size=3"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(path)
+    cfg.source = again.source = ""
+    assert again == cfg

@@ -1,0 +1,98 @@
+"""Loss math of METHODS.md on hand-computed tiny cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rewis.ema import ema_decay, ema_update
+from rewis.losses import ClassMap, partial_consistency, ramp, weighted_ce
+from test_train_data import CLASSES, TINY
+
+LN = math.log
+
+
+def test_partial_consistency_hand_case():
+    student = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    teacher = torch.tensor([[LN(99), 0.0], [LN(3), 0.0]])  # p = (.99, .01) reliable, (.75, .25) not
+    target = torch.tensor([0, 255])
+    ce, cons, w_t = partial_consistency(student, teacher, target, beta=0.5, threshold=0.95)
+    kl = 0.75 * LN(0.75 / 0.5) + 0.25 * LN(0.25 / 0.5)
+    assert w_t.item() == pytest.approx(0.5)
+    assert ce.item() == pytest.approx(0.5 * LN(2), rel=1e-6)
+    assert cons.item() == pytest.approx(0.5 * 0.5 * kl, rel=1e-5)
+    _, cons_ref, _ = partial_consistency(student, teacher, target, beta=0.5, kl_over_classes=True)
+    assert cons_ref.item() == pytest.approx(0.5 * 0.5 * kl / 2, rel=1e-5)  # the reference's mean over N*C
+
+
+def test_partial_consistency_gradients_only_into_student():
+    student = torch.zeros(3, 4, requires_grad=True)
+    teacher = torch.randn(3, 4, requires_grad=True)
+    ce, cons, _ = partial_consistency(student, teacher, torch.tensor([1, 255, 255]), threshold=0.0)
+    (ce + cons).backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None
+    ce, cons, _ = partial_consistency(student, teacher.detach(), torch.full((3,), 255))  # nothing labeled
+    assert ce.item() == 0.0 and torch.isfinite(cons)
+
+
+def test_weighted_ce_hand_case():
+    logits = torch.tensor([[LN(3), 0.0], [0.0, 0.0], [5.0, 0.0]])
+    target = torch.tensor([0, 0, 255])
+    weight = torch.tensor([1.0, 3.0, 7.0])
+    expected = (1 * -LN(0.75) + 3 * LN(2)) / 4
+    assert weighted_ce(logits, target, weight).item() == pytest.approx(expected, rel=1e-6)
+    assert weighted_ce(logits, target, torch.zeros(3)).item() == 0.0
+
+
+def test_ramp_and_ema_decay():
+    assert [ramp(s, 10, 4, 0.1) for s in (0, 9, 10, 11, 14, 100)] == pytest.approx([0, 0, 0, 0.025, 0.1, 0.1])
+    assert ramp(10, 10, 0, 0.2) == 0.2
+    assert ema_decay(0, 0.99) == 0.0 and ema_decay(1, 0.99) == 0.5 and ema_decay(10_000, 0.99) == 0.99
+
+
+def test_ema_update_moves_params_and_copies_buffers():
+    student, teacher = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        student.weight.fill_(1.0), teacher.weight.fill_(0.0)
+        student.running_mean.fill_(3.0)
+    ema_update(teacher, student, 0.25)
+    assert torch.allclose(teacher.weight, torch.full((2,), 0.75)) and torch.equal(teacher.running_mean, student.running_mean)
+
+
+def test_class_map_without_sky():
+    cm = ClassMap(4, [2])
+    assert cm.num_3d == 3
+    assert cm.to_3d(torch.tensor([0, 1, 2, 3, 255])).tolist() == [0, 1, 255, 2, 255]
+    assert cm.from_3d(torch.tensor([0, 1, 2])).tolist() == [0, 1, 3]
+
+
+def test_cmc_hand_case(tmp_path):
+    from rewis.config import load_config
+    from rewis.modes.rewis3d import Rewis3dMode
+
+    cfg = load_config(TINY, ["method.sky_teacher=true"])
+    mode = Rewis3dMode(cfg, CLASSES)  # classes ground, box, sky (no 3D)
+    # one image 1 x 3 pixels; point 0 <-> pixel (0, 0), point 1 <-> pixel (0, 2); pixel (0, 1) has no point
+    s2 = torch.zeros(1, 3, 1, 3, requires_grad=True)
+    t2 = torch.zeros(1, 3, 1, 3)
+    t2[0, :, 0, 0] = torch.tensor([LN(3), 0.0, 0.0])  # p = (.6, .2, .2) -> ground
+    t2[0, :, 0, 2] = torch.tensor([0.0, 0.0, 5.0])  # sky: no 3D label for point 1
+    s3 = torch.zeros(2, 2, requires_grad=True)
+    t3 = torch.tensor([[0.0, LN(4)], [0.0, 0.0]])  # point 0: p = (.2, .8) -> box
+    pts = {"conf": torch.tensor([0.5, 1.0])}
+    links = {"batch": torch.tensor([0, 0]), "v": torch.tensor([0, 0]), "u": torch.tensor([0, 2]),
+             "point": torch.tensor([0, 1])}
+    l2, l3 = mode.cmc(s2, t2, s3, t3, pts, links, None)
+    assert l3.item() == pytest.approx(LN(2), rel=1e-6)  # only point 0, CE of uniform 2-way logits
+    p1 = 0.5  # point 1: 3D teacher uniform -> class 0 with prob .5, weight .5 * 1.0
+    assert l2.item() == pytest.approx((0.4 * LN(3) + p1 * 1.0 * LN(3)) / (0.4 + 0.5), rel=1e-5)
+    # the sky teacher labels pixel (0, 1) (no point) as sky with prob .9
+    mode.sky.taken = True
+    mode._sky_labels = lambda images: (torch.tensor([2, 2, 2]), torch.tensor([0.9, 0.9, 0.9]))
+    l2s, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
+    assert l2s.item() == pytest.approx((0.4 * LN(3) + 0.5 * LN(3) + 0.9 * LN(3)) / (0.4 + 0.5 + 0.9), rel=1e-5)
+    mode.cfg.method.use_recon_conf = False
+    l2n, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
+    assert l2n.item() == pytest.approx((0.8 * LN(3) + 0.5 * LN(3) + 0.9 * LN(3)) / (0.8 + 0.5 + 0.9), rel=1e-5)
