@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lidar", action="store_true",
                         help="with --kind scribbles: scribble the LiDAR points of SEQ/lidar/ instead of the images")
     parser.add_argument("--overwrite", action="store_true", help="replace existing weak labels of this kind")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    parser.add_argument("--quiet", "--no-progress", dest="progress", action="store_false",
+                        help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,10 @@ REPORT_NAME = "report.json"
 
 
 def reconstruct(seq_dir: Path, out: Path, options: ReconOptions | None = None, overwrite: bool = False,
-                color: str = "rgb") -> dict:
-    """Reconstruct the sequence folder `seq_dir` into the scene folder `out`; returns the report."""
+                color: str = "rgb", stages: Stages | None = None) -> dict:
+    """Reconstruct the sequence folder `seq_dir` into the scene folder `out`; returns the report. `stages`
+    times each stage and shows progress (default: a progress line per stage on stderr; the demo passes
+    one that drives its progress bar)."""
     options = options or ReconOptions()
     seq_dir, out = Path(seq_dir), Path(out)
     check_writable(out, overwrite)  # fail before minutes of SfM, not after
@@ -34,7 +36,7 @@ def reconstruct(seq_dir: Path, out: Path, options: ReconOptions | None = None, o
     start = time.perf_counter()
     source = detect_source(seq_dir, options.source)
     seq = open_sequence(seq_dir, options.weak_kind, need_images=source in ("images", "rgbd"))
-    stages = Stages(options.progress)
+    stages = stages or Stages(options.progress)
     module = importlib.import_module(f"recon.source_{source}")
     scene, info = module.build(seq, options, stages)
     report = {"source": source, "input": str(seq_dir.resolve()), **info,
