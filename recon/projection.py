@@ -249,10 +249,12 @@ def compute_links(points: Array, K: Array, cam_from_world: Array, width: int | S
         p = P[view].reshape(12).unbind(0)  # 0-dim tensors: the scalar fast path of the elementwise kernels
         return _view_links(job, p, widths[view], heights[view], depth_map)
 
-    workers = torch.get_num_threads() if workers is None else workers
-    if pts.device.type != "cpu" or workers <= 1 or len(P) <= 1:
+    if pts.device.type != "cpu":
         return [one_view(v) for v in range(len(P))]
-    return _run_threaded(one_view, len(P), workers)
+    # Always single-threaded kernels on the CPU, even with one worker: intra-op OpenMP threads on chunk-sized
+    # tensors collapse when the cores are busy (measured 100x slower with another process on one core).
+    workers = torch.get_num_threads() if workers is None else workers
+    return _run_threaded(one_view, len(P), max(1, workers))
 
 
 def _run_threaded(fn, count: int, workers: int) -> list:

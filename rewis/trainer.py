@@ -172,7 +172,9 @@ class Trainer:
         start = time.perf_counter()
         while self.state.step < cfg.run.max_steps:
             epoch, in_epoch = divmod(self.state.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch)
+            # The prepared loader, not just our sampler: accelerate's loader re-sets the sampler's epoch from its
+            # own counter on every iteration, which would replay epoch 0's samples forever.
+            self.loader.set_epoch(epoch)
             loader = acc.skip_first_batches(self.loader, in_epoch * cfg.run.grad_accum) if in_epoch else self.loader
             sums, micro = {}, 0
             for batch in loader:

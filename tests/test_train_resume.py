@@ -98,3 +98,21 @@ def _assert_same(a, b, where):
             _assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def test_each_epoch_draws_new_samples(tiny_scene, tmp_path, monkeypatch):  # noqa: F811
+    """The sampler encodes the epoch in each key (epoch * n + k): later epochs must ask for new keys, not replay
+    epoch 0's crops, flips and point samples (accelerate's loader once reset the sampler to epoch 0)."""
+    from rewis.data import TrainDataset
+    from rewis.trainer import train
+
+    requested = []  # (key, dataset length)
+    original = TrainDataset.__getitem__
+    monkeypatch.setattr(TrainDataset, "__getitem__",
+                        lambda self, key: requested.append((key, len(self))) or original(self, key))
+    train(tiny_config(*tiny_scene, tmp_path / "run", "mode=ema", "run.eval_every=0", "data.epoch_repeats=1",
+                      "data.batch_size=1", "run.max_steps=6"))
+    n = requested[0][1]
+    assert n < 6, "six steps of one sample must cross an epoch boundary"
+    epochs = [key // n for key, _ in requested]
+    assert epochs == sorted(epochs) and len(set(epochs)) >= 2
