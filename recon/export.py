@@ -82,12 +82,18 @@ def write_glb(path: Path, xyz: np.ndarray, colors: np.ndarray) -> None:
     _write_atomic(path, data)
 
 
+def gltf_axes(xyz: np.ndarray) -> np.ndarray:
+    """Scene (OpenCV) axes, y down and z forward, -> glTF's y up and z towards the viewer."""
+    return (np.asarray(xyz, np.float32) * np.array([1.0, -1.0, -1.0], np.float32)).astype(np.float32)
+
+
 def export_cloud(folder: Path, cloud: Cloud, classes: ClassList, mode: str = "rgb") -> list[Path]:
-    """Write folder/cloud.ply and folder/cloud.glb coloured by `mode`."""
+    """Write folder/cloud.ply (scene coordinates) and folder/cloud.glb (glTF axes, so viewers show it upright),
+    coloured by `mode`."""
     colors = point_colors(cloud, classes, mode)
     folder = Path(folder)
     write_ply(folder / "cloud.ply", cloud.xyz, colors)
-    write_glb(folder / "cloud.glb", cloud.xyz, colors)
+    write_glb(folder / "cloud.glb", gltf_axes(cloud.xyz), colors)
     return [folder / "cloud.ply", folder / "cloud.glb"]
 
 

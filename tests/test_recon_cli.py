@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from apps.cli import main
+from recon.scene import Scene
 from test_recon_helpers import render_room
 
 
@@ -100,6 +101,9 @@ def test_export_only_recolours(room, tmp_path, capsys):
     chunk_len, chunk_type = struct.unpack("<I4s", glb[12:20])
     gltf = json.loads(glb[20:20 + chunk_len])
     assert chunk_type == b"JSON" and gltf["accessors"][0]["count"] == report["points"]
+    xyz = Scene.load(out).cloud.xyz  # glTF is y up: the GLB holds (x, -y, -z) of the scene's OpenCV axes
+    accessor = gltf["accessors"][0]
+    np.testing.assert_allclose(accessor["max"], [xyz[:, 0].max(), -xyz[:, 1].min(), -xyz[:, 2].min()], rtol=1e-6)
     assert main(["recon", "--export-only", str(tmp_path / "nothing")]) == 2
 
 

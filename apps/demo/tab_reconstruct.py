@@ -20,7 +20,7 @@ from apps.demo.safety import (
 )
 from recon.build import detect_source, reconstruct
 from recon.errors import InputError
-from recon.export import NONE_GREY, point_colors, write_glb
+from recon.export import NONE_GREY, gltf_axes, point_colors, write_glb
 from recon.scene import Scene
 from recon.sources import ReconOptions, Stages
 
@@ -120,8 +120,7 @@ def coloured_glb(scene_dir: Path, colouring: str, predict=None, variant: str = "
 
 def viewer_axes(xyz: np.ndarray) -> np.ndarray:
     """OpenCV world axes (y down, z forward) -> glTF's (y up, z towards the viewer), centred on the cloud."""
-    centred = xyz - np.median(xyz, axis=0) if len(xyz) else xyz
-    return (centred * np.array([1.0, -1.0, -1.0], np.float32)).astype(np.float32)
+    return gltf_axes(xyz - np.median(xyz, axis=0) if len(xyz) else xyz)
 
 
 def _has_labels(scene: Scene) -> bool:
