@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from apps.cmd_predict import add_inference_arguments
+
 HELP = """\
 DATA is a sequence folder (images/ + labels/ + classes.json), a folder of sequences, or a dataset with
 train/ and val/ subfolders or a split.json (--split auto takes val when there is one). One confusion matrix is
@@ -27,17 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the metrics as JSON here")
     parser.add_argument("--confusion", type=Path, default=None,
                         help="confusion heat map PNG (default: beside --json)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
-                        help="autocast dtype; auto = fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--size", type=int, default=None, help="model input size S (default: the processor's)")
-    parser.add_argument("--mode", default="auto", choices=("auto", "resize", "slide"),
-                        help="resize, or slide windows over wide images (as rewis predict)")
-    parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing JSON / PNG")
-    parser.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_arguments(parser)
 
 
 def output_files(args: argparse.Namespace) -> tuple[Path | None, Path | None]:

@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a class legend")
     parser.add_argument("--save-probs", nargs="?", const="softmax", choices=("softmax", "top1"), default=None,
                         help="also write float16 probability maps (.npy): softmax (default) or top1")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_inference_arguments(parser)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the model runs: shared by `rewis predict` and `rewis eval`."""
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
@@ -40,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="model input size S (S x S); default: the model's image processor size")
     parser.add_argument("--mode", default="auto", choices=("auto", "resize", "slide"),
-                        help="resize to the input size, or slide windows over wide images (see below)")
+                        help="resize to the input size, or slide windows over wide images "
+                             "(see 'rewis predict --help')")
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--allow-download", action="store_true", help="let a hub id be downloaded")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

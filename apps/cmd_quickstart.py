@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from recon.errors import InputError
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 MODES = ("full", "ema", "rewis3d")
