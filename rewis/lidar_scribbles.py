@@ -9,8 +9,6 @@ disagree with the ground truth. Files follow the KITTI odometry layout of docs/F
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +17,10 @@ from scipy import ndimage
 from skimage.morphology import disk, medial_axis
 from tqdm import tqdm
 
+from recon.atomic import staged_folder
 from recon.dataset import IGNORE_INDEX, ClassList, read_classes, read_json
 from recon.errors import InputError
-from rewis.weak_labels import EIGHT_CONNECTED, FOUR_CONNECTED, Coverage, main_curves, move_into_place
+from rewis.weak_labels import EIGHT_CONNECTED, FOUR_CONNECTED, Coverage, main_curves
 
 
 @dataclass(frozen=True)
@@ -221,17 +220,13 @@ def scribble_lidar_folder(folder: Path, scan_ids: list[str], coverage: Coverage,
                           params: LidarScribbleParams = LidarScribbleParams(), progress: bool = True) -> None:
     classes = lidar_classes(folder)
     names = classes.names if classes is not None else ()
-    staging = Path(tempfile.mkdtemp(prefix=".scribbles.tmp-", dir=folder))
-    try:
-        (staging / "scribbles").mkdir()
+    # overwrite=True: check_lidar_folder already refused existing scribbles without --overwrite
+    with staged_folder(folder / "scribbles", overwrite=True) as staging:
         for scan_id in tqdm(scan_ids, desc=f"{folder.name} scribbles", unit="scan", disable=not progress):
             points, labels = read_scan(folder, scan_id)
             scribbles = make_lidar_scribbles(points[:, :3], labels, params)
-            write_scribble_file(staging / "scribbles" / f"{scan_id}.label", scribbles)
+            write_scribble_file(staging / f"{scan_id}.label", scribbles)
             coverage.add_mask(scribbles, labels, names)
-        move_into_place(staging, [folder / "scribbles"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def scribble_lidar(root: Path, overwrite: bool = False, params: LidarScribbleParams = LidarScribbleParams(),
