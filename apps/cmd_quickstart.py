@@ -89,7 +89,7 @@ def make_scene(seq: Path, scene: Path) -> Path:
         return scene
     log(f"reconstruct {seq.name} from its images (SfM + dense stereo) -> {scene}")
     t = time.perf_counter()
-    report = reconstruct(seq, scene, ReconOptions(source="images", weak_kind="scribbles", progress=False),
+    report = reconstruct(seq, scene, ReconOptions(source="images", weak_kind="scribbles", progress=False, stride=1),
                          overwrite=True)
     log(f"  {report['points']} points, {report['links']} links in {time.perf_counter() - t:.0f} s")
     return scene

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--drop-fraction", type=float, default=0.1, help="least confident share dropped per view")
     g.add_argument("--depth-conf", choices=("range", "constant"), default="range")
     g.add_argument("--depth-half-range", type=float, default=10.0, help="range: depth (m) of confidence 0.5")
+    g.add_argument("--no-cross-view-labels", dest="cross_view_labels", action="store_false",
+                   help="keep each point's weak label from its own pixel only (default: majority over every frame "
+                        "that sees the point, by a depth test)")
     g = p.add_argument_group("colmap / lidar")
     g.add_argument("--model", default=None, help="COLMAP sparse model folder (default: DIR/sparse/0, DIR/sparse, DIR)")
     g.add_argument("--max-scans", type=int, default=None, help="lidar: use at most this many scans")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     options = ReconOptions(
         source=args.source, dense=args.dense, weak_kind=args.weak_kind, progress=not args.quiet,
         stride=args.stride, drop_fraction=args.drop_fraction, depth_conf=args.depth_conf,
-        depth_half_range=args.depth_half_range, matching=args.matching, exhaustive_max=args.exhaustive_max,
+        depth_half_range=args.depth_half_range, cross_view_labels=args.cross_view_labels, matching=args.matching, exhaustive_max=args.exhaustive_max,
         overlap=args.overlap, loop_detection=args.loop_detection, shared_camera=args.camera == "shared",
         use_intrinsics=args.use_intrinsics, focal_factor=args.focal_factor, max_features=args.max_features,
         seed=args.seed, mapper=args.mapper, robust=args.robust, min_registered=args.min_registered,

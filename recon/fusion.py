@@ -127,6 +127,38 @@ def vote_labels(point: np.ndarray, labels: np.ndarray, num_points: int) -> np.nd
     return out
 
 
+def vote_across_views(xyz: np.ndarray, views: list[DepthView], own: np.ndarray | None = None,
+                      abs_tol: float = 0.05, rel_tol: float = 0.03) -> np.ndarray:
+    """Accumulated weak labels (METHODS.md, "3D data"): per point, the majority weak label over every frame
+    that sees it - the point projects into the frame and agrees with that frame's depth map within
+    abs_tol + rel_tol * D - so a scene cloud gathers the scribbles of all its frames, not only of the pixel it
+    came from. Ties go to the smaller class id; 255 where no frame that sees the point has a label there.
+    `own` (optional, per point) is a label voted elsewhere (e.g. along SfM tracks) that counts as one vote."""
+    import torch
+
+    from recon.projection import compute_links
+
+    labelled = [v for v in views if v.weak_label is not None]
+    num_classes = max([int(v.weak_label[v.weak_label != UNLABELED].max(initial=0)) + 1 for v in labelled] + [1])
+    counts = torch.zeros(len(xyz) * num_classes, dtype=torch.int32)
+    points = torch.from_numpy(np.ascontiguousarray(xyz, dtype=np.float32))
+    for view in labelled:
+        h, w = view.depth.shape
+        (point, v, u), = compute_links(points, view.K, view.cam_from_world, w, h, visibility="depth",
+                                       depth_maps=view.depth[None], abs_tol=abs_tol, rel_tol=rel_tol)
+        label = torch.from_numpy(view.weak_label.astype(np.int64))[v.long(), u.long()]
+        hit = label != UNLABELED
+        key = point[hit] * num_classes + label[hit]
+        counts.index_add_(0, key, torch.ones(len(key), dtype=torch.int32))
+    counts = counts.view(len(xyz), num_classes)
+    if own is not None:
+        mine = torch.from_numpy(own.astype(np.int64))
+        has = (mine != UNLABELED) & (mine < num_classes)
+        counts[has.nonzero().squeeze(1), mine[has]] += 1
+    best = counts.argmax(1).numpy().astype(np.uint8)  # argmax takes the first maximum: the smaller class id
+    return np.where(counts.sum(1).numpy() > 0, best, UNLABELED).astype(np.uint8)
+
+
 # ----------------------------------------------------------------------------------------- dense stereo
 def merge_clouds(a: Cloud, links_a: Links, b: Cloud, links_b: Links) -> tuple[Cloud, Links]:
     """One cloud holding a's points then b's; links of each frame concatenated (b's indices shifted)."""
@@ -194,7 +226,11 @@ def densify(scene, options, stages) -> tuple[object, dict]:
                            weak_label=p[1], label=p[2])
                  for d, c, p, f in zip(depth, conf, pixels, scene.frames)]
         dense, dense_links = fuse_views(views, FusionOptions(drop_fraction=options.drop_fraction, stride=options.stride))
+        sfm_votes = np.concatenate([scene.cloud.weak_label, np.full(len(dense), UNLABELED, np.uint8)])
         scene.cloud, scene.links = merge_clouds(scene.cloud, scene.links, dense, dense_links)
+    if options.cross_view_labels:
+        with stages("vote labels"):
+            scene.cloud.weak_label = vote_across_views(scene.cloud.xyz, views, own=sfm_votes)
     pixels_total = int(depth.numel())
     return scene, {"status": "ok", "points": len(dense), "pixels_with_depth": int((depth > 0).sum()),
                    "pixels_total": pixels_total}

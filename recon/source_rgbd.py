@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from recon.dataset import list_images, read_cameras, read_depth
 from recon.errors import InputError
-from recon.fusion import DepthView, FusionOptions, depth_confidence, fuse_views
+from recon.fusion import DepthView, FusionOptions, depth_confidence, fuse_views, vote_across_views
 from recon.scene import Frame, Scene
 from recon.sources import ReconOptions, Sequence, Stages, read_frame_depth, read_frame_pixels
 
@@ -28,6 +28,9 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
             views.append(_view(frame, options, seq.root))
     with stages("fuse"):
         cloud, links = fuse_views(views, FusionOptions(drop_fraction=options.drop_fraction, stride=options.stride))
+    if options.cross_view_labels:
+        with stages("vote labels"):
+            cloud.weak_label = vote_across_views(cloud.xyz, views)
     scene = Scene(classes=seq.classes, frames=frames, cloud=cloud, links=links, source="rgbd")
     return scene, {"frames_total": len(frames), "frames_registered": len(frames)}
 

@@ -33,6 +33,7 @@ class ReconOptions:
     drop_fraction: float = 0.1
     depth_conf: str = "range"
     depth_half_range: float = 10.0
+    cross_view_labels: bool = True  # weak label of a point = majority over every frame that sees it
     # images (SfM)
     matching: str = "auto"  # auto | sequential | exhaustive
     exhaustive_max: int = 20  # auto: exhaustive up to this many frames

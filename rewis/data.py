@@ -157,10 +157,13 @@ class TrainDataset(Dataset):
         pos = np.minimum(pos, len(idx) - 1)
         hit = idx[pos] == point
         v2, u2, inside = augment.remap_pixels(geo, v[hit], u[hit])
-        return {"points": {"xyz": torch.from_numpy(xyz), "xyz_aug": torch.from_numpy(xyz_aug),
-                           "rgb": torch.from_numpy(cloud.rgb[idx].astype(np.float32) / 255.0),
-                           "conf": torch.from_numpy(cloud.conf[idx].astype(np.float32)),
-                           "weak": torch.from_numpy(cloud.weak_label[idx].astype(np.int64))},
+        points = {"xyz": torch.from_numpy(xyz), "xyz_aug": torch.from_numpy(xyz_aug),
+                  "rgb": torch.from_numpy(cloud.rgb[idx].astype(np.float32) / 255.0),
+                  "conf": torch.from_numpy(cloud.conf[idx].astype(np.float32)),
+                  "weak": torch.from_numpy(cloud.weak_label[idx].astype(np.int64))}
+        if cloud.label is not None:  # ground truth (synthetic scenes): diagnostics only, never trained on
+            points["truth"] = torch.from_numpy(cloud.label[idx].astype(np.int64))
+        return {"points": points,
                 "links": {"point": torch.from_numpy(pos[hit][inside].astype(np.int64)),
                           "v": torch.from_numpy(v2), "u": torch.from_numpy(u2)}}
 

@@ -45,15 +45,54 @@ def test_links_point_back_to_the_source_pixel(rgbd_scene):
         assert np.abs(pix - np.stack([u + 0.5, v + 0.5], 1)).max() < 1e-2
 
 
-def test_labels_come_from_the_source_pixel(rgbd_scene, room):
-    scene, _ = rgbd_scene
+def test_labels_come_from_the_source_pixel(room, tmp_path):
     from recon.dataset import read_label
+    reconstruct(room, tmp_path / "s", ReconOptions(source="rgbd", progress=False, stride=1, drop_fraction=0.0,
+                                                   cross_view_labels=False))
+    scene = Scene.load(tmp_path / "s")
     point, v, u = scene.links.frame(0)
     gt = read_label(room / "labels" / "000000.png")
     weak = read_label(room / "weak" / "scribbles" / "000000.png")
     assert (scene.cloud.label[point] == gt[v, u]).all()
     assert (scene.cloud.weak_label[point] == weak[v, u]).all()
     assert scene.frames[0].label and scene.frames[0].weak_label and scene.frames[0].depth
+
+
+def test_weak_labels_are_gathered_from_every_frame_that_sees_a_point(rgbd_scene, room, tmp_path):
+    """The default cloud carries the scribbles of all frames: more points labelled, still right."""
+    scene, _ = rgbd_scene
+    reconstruct(room, tmp_path / "own", ReconOptions(source="rgbd", progress=False, stride=1, drop_fraction=0.0,
+                                                     cross_view_labels=False))
+    own = Scene.load(tmp_path / "own").cloud
+    voted = scene.cloud
+    own_share, voted_share = (own.weak_label != 255).mean(), (voted.weak_label != 255).mean()
+    assert voted_share > 1.5 * own_share, (own_share, voted_share)
+    labelled = voted.weak_label != 255
+    assert (voted.weak_label[labelled] == voted.label[labelled]).mean() > 0.98
+    # a scribbled pixel seen by no other frame keeps its own label: the voted set contains the own set
+    assert ((own.weak_label != 255) <= labelled).mean() > 0.99
+
+
+def test_vote_across_views_uses_the_depth_test():
+    """Two cameras 1 m apart looking at a wall 5 m away; only the second one has a scribble, on one pixel.
+    The wall point under that pixel gets its label; a point 1 m in front of the wall (occluding nothing in the
+    second view's depth map) does not."""
+    from recon.fusion import vote_across_views
+
+    K = np.array([[10.0, 0, 5], [0, 10.0, 5], [0, 0, 1]])
+    second = np.eye(4)
+    second[0, 3] = -1.0  # camera centre at x = +1
+    views = []
+    for pose, scribble in ((np.eye(4), None), (second, (5, 5))):
+        weak = np.full((10, 10), 255, np.uint8)
+        if scribble:
+            weak[scribble] = 7
+        views.append(DepthView(depth=np.full((10, 10), 5.0, np.float32), conf=np.ones((10, 10), np.float32),
+                               rgb=np.zeros((10, 10, 3), np.uint8), K=K, cam_from_world=pose, weak_label=weak))
+    on_wall = np.array([[1.05, 0.05, 5.0]])  # projects to pixel (5, 5) of the second view
+    floating = np.array([[1.04, 0.04, 4.0]])  # also projects to pixel (5, 5), but 1 m in front of the wall
+    labels = vote_across_views(np.concatenate([on_wall, floating]).astype(np.float32), views)
+    assert labels.tolist() == [7, 255]
 
 
 def test_drop_fraction_removes_least_confident_share():

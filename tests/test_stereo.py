@@ -4,12 +4,11 @@ pixels, and the error falls from the least to the most confident quartile."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from recon.stereo import StereoOptions, estimate_depths
+from recon.stereo import StereoOptions, estimate_depths, prepare_views, smallest
 
 
 def rotation_y(angle: float) -> np.ndarray:
@@ -80,3 +79,20 @@ def test_recovers_fronto_parallel_plane():
     assert sure.float().mean() > 0.5
     rel = (depth - truth).abs() / truth
     assert rel[sure].mean() < 0.01
+
+
+def test_smallest_matches_sort():
+    values = torch.rand(5, 3, 7)
+    for k in (1, 2, 3, 5):
+        assert torch.equal(smallest(values, k), values.sort(0).values[:k])
+
+
+def test_working_resolution_keeps_small_images_whole():
+    images = torch.rand(2, 3, 90, 120)
+    K = torch.tensor([[100.0, 0, 60], [0, 100.0, 45], [0, 0, 1]]).expand(2, 3, 3)
+    ranges = torch.tensor([[1.0, 10.0]] * 2)
+    views = prepare_views(images, K, torch.eye(4).expand(2, 4, 4), ranges, scale=0.5, min_width=240, device="cpu")
+    assert views.size == (90, 120)
+    views = prepare_views(images, K, torch.eye(4).expand(2, 4, 4), ranges, scale=0.5, min_width=60, device="cpu")
+    assert views.size == (45, 60)
+    assert torch.allclose(views.K[0, 0, 2], torch.tensor(30.0, dtype=torch.float64))

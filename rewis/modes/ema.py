@@ -53,8 +53,10 @@ class EMAMode(Mode):
         return info.step_in_epoch if self.cfg.method.ema_reset_each_epoch else info.step
 
     def after_step(self, info: StepInfo) -> None:
-        a = ema_decay(self.ema_step(info), self.cfg.method.ema_max)
+        m, step = self.cfg.method, self.ema_step(info)
         for name, teacher in self.teachers.items():
             if name in self.students:
+                a_max = m.ema_max_3d if name == "3d" and m.ema_max_3d is not None else m.ema_max
+                a = ema_decay(step, a_max)
                 ema_update(teacher, self.students[name], a)
-        self.logs["ema_a"] = a
+                self.logs[f"{name}/ema_a"] = a

@@ -103,6 +103,7 @@ class Rewis3dMode(EMAMode):
             self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
             self.sky.taken = True
         c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
+        self.log_diagnostics(t2, t3, pts, links, images.shape)
         out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
         return out
 
@@ -126,6 +127,21 @@ class Rewis3dMode(EMAMode):
             logits.append(extra[0]), target.append(extra[1]), weight.append(extra[2])
         l_c2d = weighted_ce(torch.cat(logits), torch.cat(target), torch.cat(weight))
         return l_c2d, l_c3d
+
+    @torch.no_grad()
+    def log_diagnostics(self, t2, t3, pts, links, shape) -> None:
+        """Share of crop pixels with a link; with ground truth in the scene, teacher accuracy at the links."""
+        b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
+        self.logs["links/pixel_share"] = len(p) / max(1, shape[0] * shape[2] * shape[3])
+        if "truth" not in pts or not len(p):
+            return
+        truth = pts["truth"][p]
+        known = truth != 255
+        if known.any():
+            t3_class = self.classmap.from_3d(t3[p].argmax(1))
+            t2_class = t2.permute(0, 2, 3, 1)[b, v, u].argmax(1)
+            self.logs["links/acc_3d_teacher"] = float((t3_class == truth)[known].float().mean())
+            self.logs["links/acc_2d_teacher"] = float((t2_class == truth)[known].float().mean())
 
     @torch.no_grad()
     def _sky_labels(self, images):

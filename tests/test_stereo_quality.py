@@ -4,6 +4,7 @@ pixels, and the error falls from the least to the most confident quartile."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -57,4 +58,4 @@ def test_quality_on_synthetic_sequence(synth_sequence, preset):
     valid = (gt > 0) & (depth > 0)
     rel = (depth - gt).abs() / gt.clamp_min(1e-6)
     errors = quartile_errors(rel[valid], conf[valid])
-    assert all(a > b for a, b in zip(errors, errors[1:])), f"AbsRel per confidence quartile {errors}"
+    assert all(a > b for a, b in itertools.pairwise(errors)), f"AbsRel per confidence quartile {errors}"

@@ -1,0 +1,221 @@
+"""Quality of the weakly supervised modes on the synthetic benchmark (issue 5, criterion 3).
+
+For each preset (street, room): synthetic training sequences and validation sequences of other seeds ->
+weak labels (scribbles, points, coarse) -> scenes: `rewis recon` from the images (SfM + dense stereo,
+"reconstructed 3D") and `--source rgbd` from the ground-truth depth ("real 3D") -> training at one budget
+(configs/quickstart.yaml unless --config) -> val mIoU of the 2D student and SS/FS against mode `full`.
+
+Runs (each a `python -m rewis.train` child process, `--workers` at a time, one torch thread each):
+- full (dense labels), ema and rewis3d (reconstructed 3D) with scribbles, over every training seed (--seeds);
+- rewis3d with real 3D, and ema / rewis3d with points and coarse labels, with the first seed.
+Everything lands in --work and is reused when it exists, so an interrupted benchmark continues. Prints a table
+and writes --json.
+
+    python benchmarks/quality.py [--presets street room] [--seeds 0 1] [--workers 2] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KINDS = ("scribbles", "points", "coarse")
+# the quickstart preset is street-sized; rooms are ~5 m across, so finer voxels
+PRESET_OVERRIDES = {"street": [], "room": ["net3d.voxel_size=0.1"]}
+
+
+@dataclass
+class Job:
+    preset: str
+    mode: str
+    kind: str  # weak label kind ("dense" for full)
+    space: str  # "-" (2D only), "recon" or "real"
+    seed: int
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}/{self.mode}-{self.kind}-{self.space}-s{self.seed}"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["street", "room"], choices=["street", "room"])
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1], help="synthetic scenes for training")
+    p.add_argument("--val-seeds", type=int, nargs="+", default=[200, 201], help="synthetic scenes for validation "
+                   "(other seeds than the quickstart's and the tuning runs')")
+    p.add_argument("--frames", type=int, default=10, help="frames per training sequence")
+    p.add_argument("--val-frames", type=int, default=10)
+    p.add_argument("--size", default="240x180")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the main comparison")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
+    p.add_argument("--workers", type=int, default=2, help="training runs at a time (one torch thread each)")
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "quality")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def prepare(preset: str, args) -> dict:
+    """Sequences, weak labels and scenes of one preset; returns the paths the runs need."""
+    from recon.build import reconstruct
+    from recon.sources import ReconOptions
+    from recon.synth import generate, parse_size
+    from rewis.weak_labels import label_folder
+
+    work, size = args.work / preset, parse_size(args.size)
+    train, val = [], []
+    for seeds, frames, out in ((args.train_seeds, args.frames, train), (args.val_seeds, args.val_frames, val)):
+        for s in seeds:
+            seq = work / "data" / f"seed{s}"
+            if not (seq / "synth.json").is_file():
+                generate(preset=preset, out=seq, frames=frames, seed=s, size=size, progress=False, overwrite=True)
+            out.append(seq)
+    scenes = {}
+    for kind in args.kinds:
+        for seq in train:
+            if not (seq / "weak" / kind).is_dir():
+                label_folder(seq, kind, seed=0, overwrite=True, progress=False)
+        for space, source in (("recon", "images"), ("real", "rgbd")):
+            if space == "real" and kind != "scribbles":
+                continue
+            paths = []
+            for seq in train:
+                scene = work / "scenes" / f"{space}-{kind}" / seq.name
+                if not (scene / "scene.json").is_file():
+                    t = time.perf_counter()
+                    reconstruct(seq, scene, ReconOptions(source=source, weak_kind=kind, progress=False), overwrite=True)
+                    print(f"[quality] {preset} {space} scene {seq.name} ({kind}) in {time.perf_counter() - t:.0f} s",
+                          file=sys.stderr, flush=True)
+                paths.append(scene)
+            scenes[(space, kind)] = paths
+    return {"scenes": scenes, "val": val}
+
+
+def jobs_for(preset: str, args) -> list[Job]:
+    jobs = []
+    for seed in args.seeds:
+        jobs += [Job(preset, "full", "dense", "-", seed), Job(preset, "ema", "scribbles", "-", seed),
+                 Job(preset, "rewis3d", "scribbles", "recon", seed)]
+    first = args.seeds[0]
+    if "scribbles" in args.kinds:
+        jobs.append(Job(preset, "rewis3d", "scribbles", "real", first))
+    for kind in args.kinds:
+        if kind != "scribbles":
+            jobs += [Job(preset, "ema", kind, "-", first), Job(preset, "rewis3d", kind, "recon", first)]
+    return [j for j in jobs if j.kind in args.kinds or j.kind == "dense"]
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_job(job: Job, data: dict, args) -> dict:
+    run_dir = args.work / "runs" / job.name
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    space = job.space if job.space != "-" else "recon"
+    kind = job.kind if job.kind != "dense" else "scribbles"
+    scenes = data["scenes"][(space, kind)]
+    overrides = [f"mode={job.mode}", f"seed={job.seed}", f"run.out={run_dir}", "run.progress=false",
+                 "run.cpu_threads=1", "run.export=false", f"data.weak_kind={kind}",
+                 f"data.train=[{','.join(map(str, scenes))}]", f"data.val=[{','.join(map(str, data['val']))}]"]
+    overrides += PRESET_OVERRIDES[job.preset]
+    if args.steps:
+        overrides.append(f"run.max_steps={args.steps}")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    t = time.perf_counter()
+    log = run_dir.parent / f"{run_dir.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        code = subprocess.call([sys.executable, "-m", "rewis.train", str(args.config), *overrides], cwd=ROOT,
+                               env=env, stdout=f, stderr=subprocess.STDOUT)
+    if code != 0 or not summary.is_file():
+        raise RuntimeError(f"{job.name} failed (exit {code}); see {log}")
+    print(f"[quality] {job.name}: mIoU {100 * json.loads(summary.read_text())['final']['miou']:.2f} "
+          f"in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return json.loads(summary.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ report
+def summarise(results: dict[str, list[tuple[Job, dict]]]) -> dict:
+    table = {}
+    for preset, runs in results.items():
+        groups: dict[tuple, list[float]] = {}
+        for job, summary in runs:
+            groups.setdefault((job.mode, job.kind, job.space), []).append(100 * summary["final"]["miou"])
+        full = statistics.mean(groups[("full", "dense", "-")])
+        rows = []
+        for (mode, kind, space), values in groups.items():
+            mean = statistics.mean(values)
+            rows.append({"mode": mode, "labels": kind, "3d": space, "miou": round(mean, 2),
+                         "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+                         "runs": [round(v, 2) for v in values], "ss_fs": round(100 * mean / full, 1)})
+        ema = next(r for r in rows if (r["mode"], r["labels"]) == ("ema", "scribbles"))
+        r3d = next(r for r in rows if (r["mode"], r["labels"], r["3d"]) == ("rewis3d", "scribbles", "recon"))
+        table[preset] = {"rows": rows, "rewis3d_minus_ema": round(r3d["miou"] - ema["miou"], 2),
+                         "criterion": {"rewis3d >= ema + 3": r3d["miou"] >= ema["miou"] + 3,
+                                       "rewis3d SS/FS >= 90": r3d["ss_fs"] >= 90,
+                                       "ema SS/FS < 90": ema["ss_fs"] < 90}}
+    return table
+
+
+def print_table(table: dict) -> None:
+    print("| preset | labels | mode | 3D | val mIoU (mean +- std, runs) | SS/FS |")
+    print("|---|---|---|---|---|---|")
+    for preset, t in table.items():
+        for r in t["rows"]:
+            spread = f" +- {r['std']:.2f} ({len(r['runs'])})" if r["std"] is not None else ""
+            print(f"| {preset} | {r['labels']} | {r['mode']} | {r['3d']} | {r['miou']:.2f}{spread} | {r['ss_fs']:.1f} % |")
+    for preset, t in table.items():
+        print(f"{preset}: rewis3d - ema = {t['rewis3d_minus_ema']:+.2f} mIoU; " +
+              ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in t["criterion"].items()))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.work = args.work.resolve()
+    start = time.perf_counter()
+    data = {p: prepare(p, args) for p in args.presets}
+    jobs = [j for p in args.presets for j in jobs_for(p, args)]
+    print(f"[quality] data ready in {time.perf_counter() - start:.0f} s; {len(jobs)} runs, {args.workers} at a time",
+          file=sys.stderr, flush=True)
+    with ThreadPoolExecutor(args.workers) as pool:
+        summaries = list(pool.map(lambda j: run_job(j, data[j.preset], args), jobs))
+    results: dict = {}
+    for job, summary in zip(jobs, summaries):
+        results.setdefault(job.preset, []).append((job, summary))
+    table = summarise(results)
+    print_table(table)
+    meta = {"config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
+            "train_seeds": args.train_seeds, "val_seeds": args.val_seeds, "frames": args.frames, "size": args.size,
+            "steps": args.steps, "seconds": round(time.perf_counter() - start), "machine": machine()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    stored = {p: dict(t, meta=meta) for p, t in table.items()}
+    # presets run separately (--presets street, then --presets room) accumulate in one file
+    merged = {**previous.get("presets", {}), **stored}
+    args.json.write_text(json.dumps({"presets": merged}, indent=1) + "\n")
+    print(f"written {args.json} in {meta['seconds'] / 60:.1f} min")
+    return 0
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or 'cpu'}, load {os.getloadavg()[0]:.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
