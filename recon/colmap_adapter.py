@@ -121,6 +121,18 @@ def set_focal_prior(database: Path, focal: float | None = None) -> None:
         db.close()
 
 
+def reset_focal(database: Path, factor: float) -> None:
+    """Start every camera's focal length at factor * max(W, H) again (still a guess, refined by BA)."""
+    db = pycolmap.Database.open(database)
+    try:
+        for camera in db.read_all_cameras():
+            for i in camera.focal_length_idxs():
+                camera.params[i] = float(factor) * max(camera.width, camera.height)
+            db.update_camera(camera)
+    finally:
+        db.close()
+
+
 def calibrate_view_graph(database: Path, seed: int = 0) -> bool:
     """Estimate focal lengths from the fundamental matrices of all verified pairs and upgrade the pairs to
     calibrated ones (GLOMAP's view-graph calibration). False when too few pairs could be calibrated."""
