@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=10, help="frames per training sequence")
     p.add_argument("--val-frames", type=int, default=10)
     p.add_argument("--size", default="240x180")
+    p.add_argument("--stride", type=int, default=1, help="fusion stride of the scenes (rewis recon --stride; "
+                   "the quickstart uses 1)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the main comparison")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
@@ -65,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="training runs at a time (one torch thread each)")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "quality")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
+    p.add_argument("--report-only", action="store_true",
+                   help="no new runs: summarise the runs already finished in --work (e.g. after an interruption)")
     return p.parse_args(argv)
 
 
@@ -94,10 +98,11 @@ def prepare(preset: str, args) -> dict:
                 continue
             paths = []
             for seq in train:
-                scene = work / "scenes" / f"{space}-{kind}" / seq.name
+                scene = work / f"scenes-stride{args.stride}" / f"{space}-{kind}" / seq.name
                 if not (scene / "scene.json").is_file():
                     t = time.perf_counter()
-                    reconstruct(seq, scene, ReconOptions(source=source, weak_kind=kind, progress=False), overwrite=True)
+                    reconstruct(seq, scene, ReconOptions(source=source, weak_kind=kind, progress=False,
+                                                                   stride=args.stride), overwrite=True)
                     print(f"[quality] {preset} {space} scene {seq.name} ({kind}) in {time.perf_counter() - t:.0f} s",
                           file=sys.stderr, flush=True)
                 paths.append(scene)
@@ -120,8 +125,12 @@ def jobs_for(preset: str, args) -> list[Job]:
 
 
 # ------------------------------------------------------------------------------------------------ runs
+def run_dir_of(job: Job, args) -> Path:
+    return args.work / f"runs-stride{args.stride}" / job.name
+
+
 def run_job(job: Job, data: dict, args) -> dict:
-    run_dir = args.work / "runs" / job.name
+    run_dir = run_dir_of(job, args)
     summary = run_dir / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
@@ -155,6 +164,8 @@ def summarise(results: dict[str, list[tuple[Job, dict]]]) -> dict:
         groups: dict[tuple, list[float]] = {}
         for job, summary in runs:
             groups.setdefault((job.mode, job.kind, job.space), []).append(100 * summary["final"]["miou"])
+        if ("full", "dense", "-") not in groups:
+            continue
         full = statistics.mean(groups[("full", "dense", "-")])
         rows = []
         for (mode, kind, space), values in groups.items():
@@ -162,12 +173,14 @@ def summarise(results: dict[str, list[tuple[Job, dict]]]) -> dict:
             rows.append({"mode": mode, "labels": kind, "3d": space, "miou": round(mean, 2),
                          "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
                          "runs": [round(v, 2) for v in values], "ss_fs": round(100 * mean / full, 1)})
-        ema = next(r for r in rows if (r["mode"], r["labels"]) == ("ema", "scribbles"))
-        r3d = next(r for r in rows if (r["mode"], r["labels"], r["3d"]) == ("rewis3d", "scribbles", "recon"))
-        table[preset] = {"rows": rows, "rewis3d_minus_ema": round(r3d["miou"] - ema["miou"], 2),
-                         "criterion": {"rewis3d >= ema + 3": r3d["miou"] >= ema["miou"] + 3,
-                                       "rewis3d SS/FS >= 90": r3d["ss_fs"] >= 90,
-                                       "ema SS/FS < 90": ema["ss_fs"] < 90}}
+        table[preset] = {"rows": rows}
+        ema = next((r for r in rows if (r["mode"], r["labels"]) == ("ema", "scribbles")), None)
+        r3d = next((r for r in rows if (r["mode"], r["labels"], r["3d"]) == ("rewis3d", "scribbles", "recon")), None)
+        if ema and r3d:
+            table[preset].update({"rewis3d_minus_ema": round(r3d["miou"] - ema["miou"], 2),
+                                  "criterion": {"rewis3d >= ema + 3": r3d["miou"] >= ema["miou"] + 3,
+                                                "rewis3d SS/FS >= 90": r3d["ss_fs"] >= 90,
+                                                "ema SS/FS < 90": ema["ss_fs"] < 90}})
     return table
 
 
@@ -179,6 +192,8 @@ def print_table(table: dict) -> None:
             spread = f" +- {r['std']:.2f} ({len(r['runs'])})" if r["std"] is not None else ""
             print(f"| {preset} | {r['labels']} | {r['mode']} | {r['3d']} | {r['miou']:.2f}{spread} | {r['ss_fs']:.1f} % |")
     for preset, t in table.items():
+        if "criterion" not in t:
+            continue
         print(f"{preset}: rewis3d - ema = {t['rewis3d_minus_ema']:+.2f} mIoU; " +
               ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in t["criterion"].items()))
 
@@ -187,19 +202,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.work = args.work.resolve()
     start = time.perf_counter()
-    data = {p: prepare(p, args) for p in args.presets}
     jobs = [j for p in args.presets for j in jobs_for(p, args)]
-    print(f"[quality] data ready in {time.perf_counter() - start:.0f} s; {len(jobs)} runs, {args.workers} at a time",
-          file=sys.stderr, flush=True)
-    with ThreadPoolExecutor(args.workers) as pool:
-        summaries = list(pool.map(lambda j: run_job(j, data[j.preset], args), jobs))
+    if args.report_only:
+        done = [(j, run_dir_of(j, args) / "summary.json") for j in jobs]
+        finished = [(j, json.loads(path.read_text())) for j, path in done if path.is_file()]
+        print(f"[quality] {len(finished)} of {len(jobs)} runs finished", file=sys.stderr)
+    else:
+        data = {p: prepare(p, args) for p in args.presets}
+        print(f"[quality] data ready in {time.perf_counter() - start:.0f} s; {len(jobs)} runs, {args.workers} at a "
+              "time", file=sys.stderr, flush=True)
+        with ThreadPoolExecutor(args.workers) as pool:
+            finished = list(zip(jobs, pool.map(lambda j: run_job(j, data[j.preset], args), jobs)))
     results: dict = {}
-    for job, summary in zip(jobs, summaries):
+    for job, summary in finished:
         results.setdefault(job.preset, []).append((job, summary))
     table = summarise(results)
     print_table(table)
     meta = {"config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
             "train_seeds": args.train_seeds, "val_seeds": args.val_seeds, "frames": args.frames, "size": args.size,
+            "stride": args.stride, "seeds": args.seeds,
             "steps": args.steps, "seconds": round(time.perf_counter() - start), "machine": machine()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
