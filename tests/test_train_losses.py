@@ -96,3 +96,22 @@ def test_cmc_hand_case(tmp_path):
     mode.cfg.method.use_recon_conf = False
     l2n, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
     assert l2n.item() == pytest.approx((0.8 * LN(3) + 0.5 * LN(3) + 0.9 * LN(3)) / (0.8 + 0.5 + 0.9), rel=1e-5)
+
+
+def test_3d_teacher_follows_its_own_ema_cap():
+    """method.ema_max_3d caps only the 3D teacher's EMA weight; the 2D teacher keeps ema_max."""
+    from types import SimpleNamespace
+
+    from rewis.config import load_config
+    from rewis.modes.ema import EMAMode
+
+    cfg = load_config(TINY, ["method.ema_max=0.99", "method.ema_max_3d=0.5"])
+    students = {name: torch.nn.Linear(1, 1, bias=False) for name in ("2d", "3d")}
+    teachers = {name: torch.nn.Linear(1, 1, bias=False) for name in ("2d", "3d")}
+    for s, t in zip(students.values(), teachers.values()):
+        torch.nn.init.ones_(s.weight), torch.nn.init.zeros_(t.weight)
+    mode = SimpleNamespace(cfg=cfg, students=students, teachers=teachers, logs={}, ema_step=lambda info: info.step)
+    EMAMode.after_step(mode, SimpleNamespace(step=1000, step_in_epoch=0))
+    assert teachers["2d"].weight.item() == pytest.approx(0.01)
+    assert teachers["3d"].weight.item() == pytest.approx(0.5)
+    assert mode.logs == {"2d/ema_a": 0.99, "3d/ema_a": 0.5}
