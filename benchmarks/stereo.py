@@ -17,34 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recon.depth_truth import load_posed_sequence, ranges_like_sfm
 from recon.stereo import StereoOptions, estimate_depths
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stereo.json"
-
-
-def load_sequence(seq: Path):
-    frames = json.loads((seq / "cameras.json").read_text())["frames"]
-    images, K, poses, gt = [], [], [], []
-    for frame in frames:
-        stem = frame["image"].rsplit(".", 1)[0]
-        images.append(np.asarray(Image.open(seq / "images" / frame["image"]).convert("RGB")))
-        gt.append(np.load(seq / "depth" / f"{stem}.npy"))
-        K.append(frame["K"]), poses.append(frame["cam_from_world"])
-    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return images, torch.tensor(K).float(), torch.tensor(poses).float(), torch.from_numpy(np.stack(gt)).float()
-
-
-def ranges_like_sfm(gt: torch.Tensor) -> torch.Tensor:
-    """near/far as recon.fusion.depth_ranges derives them from SfM points: 1st / 99th percentile +-20 %."""
-    rows = []
-    for g in gt:
-        z = g[g > 0].numpy()
-        rows.append([np.percentile(z, 1) * 0.8, np.percentile(z, 99) * 1.2])
-    return torch.tensor(rows, dtype=torch.float32)
 
 
 def quality(depth: torch.Tensor, conf: torch.Tensor, gt: torch.Tensor) -> dict:
@@ -75,7 +54,7 @@ def run_preset(preset: str, frames: int, size: tuple[int, int], data: Path | Non
 
         seq = Path(tempfile.mkdtemp(prefix=f"stereo_{preset}_")) / "seq"
         generate(preset=preset, out=seq, frames=frames, seed=0, size=size, progress=False)
-    images, K, poses, gt = load_sequence(seq)
+    images, K, poses, gt = load_posed_sequence(seq)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     depth, conf = estimate_depths(images, K, poses, ranges_like_sfm(gt), progress=True, device=device)
     if device == "cuda":

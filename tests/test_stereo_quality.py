@@ -5,35 +5,12 @@ pixels, and the error falls from the least to the most confident quartile."""
 from __future__ import annotations
 
 import itertools
-import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from recon.depth_truth import load_posed_sequence, ranges_like_sfm
 from recon.stereo import estimate_depths
-
-
-def load_sequence(seq):
-    frames = json.loads((seq / "cameras.json").read_text())["frames"]
-    images, K, poses, gt = [], [], [], []
-    for frame in frames:
-        stem = frame["image"].rsplit(".", 1)[0]
-        images.append(np.asarray(Image.open(seq / "images" / frame["image"]).convert("RGB")))
-        gt.append(np.load(seq / "depth" / f"{stem}.npy"))
-        K.append(frame["K"]), poses.append(frame["cam_from_world"])
-    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return images, torch.tensor(K).float(), torch.tensor(poses).float(), torch.from_numpy(np.stack(gt)).float()
-
-
-def ranges_like_sfm(gt: torch.Tensor) -> torch.Tensor:
-    """near/far as recon.fusion.depth_ranges derives them from SfM points: 1st / 99th percentile +-20 %."""
-    out = []
-    for g in gt:
-        z = g[g > 0].numpy()
-        out.append([np.percentile(z, 1) * 0.8, np.percentile(z, 99) * 1.2])
-    return torch.tensor(out, dtype=torch.float32)
 
 
 def quartile_errors(rel: torch.Tensor, conf: torch.Tensor) -> list[float]:
@@ -47,7 +24,7 @@ def test_quality_on_synthetic_sequence(synth_sequence, preset):
         seq = synth_sequence(preset, frames=8, size=(240, 180))
     except ImportError as error:  # the generator lands separately; its absence is not a stereo failure
         pytest.skip(f"synthetic generator not available: {error}")
-    images, K, poses, gt = load_sequence(seq)
+    images, K, poses, gt = load_posed_sequence(seq)
     depth, conf = estimate_depths(images, K, poses, ranges_like_sfm(gt), progress=False, device="cpu")
     for f in range(len(images)):
         non_sky = gt[f] > 0
