@@ -3,28 +3,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from recon.dataset import find_beside, read_cameras, read_depth, read_rgb
 
 
 def load_posed_sequence(seq: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (F, 3, H, W) in [0, 1], K (F, 3, 3), cam_from_world (F, 4, 4), true depth (F, H, W)) of a
     `rewis synth` folder, in cameras.json order."""
     seq = Path(seq)
-    frames = json.loads((seq / "cameras.json").read_text())["frames"]
-    images, K, poses, depth = [], [], [], []
-    for frame in frames:
-        stem = frame["image"].rsplit(".", 1)[0]
-        images.append(np.asarray(Image.open(seq / "images" / frame["image"]).convert("RGB")))
-        depth.append(np.load(seq / "depth" / f"{stem}.npy"))
-        K.append(frame["K"])
-        poses.append(frame["cam_from_world"])
+    cameras = read_cameras(seq)
+    images = [read_rgb(seq / "images" / c.image) for c in cameras]
+    depth = [read_depth(find_beside(seq, "depth", Path(c.image).stem, (".npy", ".png"))) for c in cameras]
     images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return images, torch.tensor(K).float(), torch.tensor(poses).float(), torch.from_numpy(np.stack(depth)).float()
+    K = torch.from_numpy(np.stack([c.K for c in cameras])).float()
+    poses = torch.from_numpy(np.stack([c.cam_from_world for c in cameras])).float()
+    return images, K, poses, torch.from_numpy(np.stack(depth)).float()
 
 
 def ranges_like_sfm(depth: torch.Tensor) -> torch.Tensor:
