@@ -115,3 +115,21 @@ def test_3d_teacher_follows_its_own_ema_cap():
     assert teachers["2d"].weight.item() == pytest.approx(0.01)
     assert teachers["3d"].weight.item() == pytest.approx(0.5)
     assert mode.logs == {"2d/ema_a": 0.99, "3d/ema_a": 0.5}
+
+
+def test_link_diagnostics_score_each_teacher_against_the_scene_truth():
+    """links/pixel_share = links per crop pixel; teacher accuracy counts only links whose point has a truth."""
+    from types import SimpleNamespace
+
+    from rewis.modes.rewis3d import Rewis3dMode
+
+    mode = SimpleNamespace(logs={})
+    pts = {"truth": torch.tensor([0, 1, 2, 255, 7])}
+    point = torch.tensor([0, 1, 2, 3])  # point 4 is not linked
+    Rewis3dMode.log_diagnostics(mode, torch.tensor([0, 1, 0, 0]), torch.tensor([0, 1, 2, 5]), pts, point,
+                                (1, 10, 2, 4))
+    assert mode.logs == {"links/pixel_share": 0.5, "links/acc_3d_teacher": 1.0,
+                         "links/acc_2d_teacher": pytest.approx(2 / 3)}
+    mode.logs = {}
+    Rewis3dMode.log_diagnostics(mode, torch.tensor([0]), torch.tensor([0]), {}, torch.tensor([0]), (1, 10, 2, 4))
+    assert mode.logs == {"links/pixel_share": 0.125}  # without ground truth only the share

@@ -103,12 +103,11 @@ class Rewis3dMode(EMAMode):
             self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
             self.sky.taken = True
         c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
-        self.log_diagnostics(t2, t3, pts, links, images.shape)
         out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
         return out
 
     def cmc(self, s2, t2, s3, t3, pts, links, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_C2D, L_C3D) before the lambda weights."""
+        """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way."""
         m = self.cfg.method
         b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
         s2_px = s2.permute(0, 2, 3, 1)[b, v, u]  # (L, C) student 2D logits at the linked pixels
@@ -120,8 +119,10 @@ class Rewis3dMode(EMAMode):
         l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
         # 3D -> 2D
         y3, p3 = soft_targets(t3[p])
+        y3 = self.classmap.from_3d(y3)
         c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r
-        logits, target, weight = [s2_px], [self.classmap.from_3d(y3)], [c2]
+        self.log_diagnostics(y2, y3, pts, p, s2.shape)
+        logits, target, weight = [s2_px], [y3], [c2]
         if self.sky is not None and self.sky.taken:
             extra = self.sky_pixels(s2, b, v, u, images)
             logits.append(extra[0]), target.append(extra[1]), weight.append(extra[2])
@@ -129,19 +130,17 @@ class Rewis3dMode(EMAMode):
         return l_c2d, l_c3d
 
     @torch.no_grad()
-    def log_diagnostics(self, t2, t3, pts, links, shape) -> None:
-        """Share of crop pixels with a link; with ground truth in the scene, teacher accuracy at the links."""
-        b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
-        self.logs["links/pixel_share"] = len(p) / max(1, shape[0] * shape[2] * shape[3])
-        if "truth" not in pts or not len(p):
+    def log_diagnostics(self, label_2d, label_3d, pts, point, shape) -> None:
+        """Share of crop pixels with a link; with ground truth in the scene, each teacher's accuracy at the
+        links (label_2d / label_3d: the teachers' classes at the linked pixels / points)."""
+        self.logs["links/pixel_share"] = len(point) / max(1, shape[0] * shape[2] * shape[3])
+        if "truth" not in pts or not len(point):
             return
-        truth = pts["truth"][p]
+        truth = pts["truth"][point]
         known = truth != 255
         if known.any():
-            t3_class = self.classmap.from_3d(t3[p].argmax(1))
-            t2_class = t2.permute(0, 2, 3, 1)[b, v, u].argmax(1)
-            self.logs["links/acc_3d_teacher"] = float((t3_class == truth)[known].float().mean())
-            self.logs["links/acc_2d_teacher"] = float((t2_class == truth)[known].float().mean())
+            self.logs["links/acc_3d_teacher"] = float((label_3d == truth)[known].float().mean())
+            self.logs["links/acc_2d_teacher"] = float((label_2d == truth)[known].float().mean())
 
     @torch.no_grad()
     def _sky_labels(self, images):
