@@ -84,3 +84,10 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     cfg.source = again.source = ""
     assert again == cfg
+
+
+def test_ema_weights_outside_unit_interval_fail_with_their_key():
+    for key in ("method.ema_max", "method.ema_max_3d"):
+        with pytest.raises(InputError, match=rf"'{key}' is 1.5.*\[0, 1\)"):
+            load_config(CONFIGS / "tiny.yaml", [f"{key}=1.5"])
+    assert load_config(CONFIGS / "tiny.yaml", ["method.ema_max_3d=0.9"]).method.ema_max_3d == 0.9
