@@ -67,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="training runs at a time (one torch thread each)")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "quality")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
+    p.add_argument("--tag", default="", help="suffix of the runs folder (runs-stride{N}[-steps{S}][-TAG]), to keep "
+                   "variants apart")
+    p.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run (e.g. data.num_workers=2 run.eval_every=250)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build sequences, weak labels and scenes, then stop (e.g. before running on a GPU machine)")
     p.add_argument("--report-only", action="store_true",
                    help="no new runs: summarise the runs already finished in --work (e.g. after an interruption)")
     return p.parse_args(argv)
@@ -126,7 +132,8 @@ def jobs_for(preset: str, args) -> list[Job]:
 
 # ------------------------------------------------------------------------------------------------ runs
 def run_dir_of(job: Job, args) -> Path:
-    return args.work / f"runs-stride{args.stride}" / job.name
+    name = f"runs-stride{args.stride}" + (f"-steps{args.steps}" if args.steps else "") + (f"-{args.tag}" if args.tag else "")
+    return args.work / name / job.name
 
 
 def run_job(job: Job, data: dict, args) -> dict:
@@ -143,6 +150,7 @@ def run_job(job: Job, data: dict, args) -> dict:
     overrides += PRESET_OVERRIDES[job.preset]
     if args.steps:
         overrides.append(f"run.max_steps={args.steps}")
+    overrides += args.extra
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     t = time.perf_counter()
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -209,6 +217,9 @@ def main(argv=None) -> int:
         print(f"[quality] {len(finished)} of {len(jobs)} runs finished", file=sys.stderr)
     else:
         data = {p: prepare(p, args) for p in args.presets}
+        if args.prepare_only:
+            print(f"[quality] data ready in {time.perf_counter() - start:.0f} s under {args.work}", file=sys.stderr)
+            return 0
         print(f"[quality] data ready in {time.perf_counter() - start:.0f} s; {len(jobs)} runs, {args.workers} at a "
               "time", file=sys.stderr, flush=True)
         with ThreadPoolExecutor(args.workers) as pool:
@@ -221,7 +232,7 @@ def main(argv=None) -> int:
     meta = {"config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
             "train_seeds": args.train_seeds, "val_seeds": args.val_seeds, "frames": args.frames, "size": args.size,
             "stride": args.stride, "seeds": args.seeds,
-            "steps": args.steps, "seconds": round(time.perf_counter() - start), "machine": machine()}
+            "steps": args.steps, "overrides": args.extra, "tag": args.tag, "seconds": round(time.perf_counter() - start), "machine": machine()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
     stored = {p: dict(t, meta=meta) for p, t in table.items()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,18 @@ from pathlib import Path
 import yaml
 
 from recon.errors import InputError
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 reads yes/no/on/off as booleans, so `mixed_precision: no` would arrive as False; here only
+    true/false are booleans (as in YAML 1.2)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 
 
 @dataclass
@@ -204,7 +217,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)
     except yaml.YAMLError as e:
         raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:
@@ -319,7 +332,7 @@ def _parse_override(item: str) -> tuple[str, object]:
     key, text = item.split("=", 1)
     key = key.strip().lstrip("-")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = yaml.load(text, Loader=ConfigLoader) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     return key, value

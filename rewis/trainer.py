@@ -222,6 +222,8 @@ class Trainer:
         return summary
 
     def _micro_step(self, batch: dict, info: StepInfo) -> dict:
+        """Forward, backward and (at a sync step) optimizer steps. Returns the detached losses as tensors: they
+        become Python floats only when logged, so a GPU is not synchronised every step."""
         acc = self.acc
         students = list(self.mode.students.values())
         with acc.accumulate(*students):
@@ -230,26 +232,39 @@ class Trainer:
                 losses = self.mode.losses(batch, info)
             total = sum(losses.values())
             acc.backward(total)
+            shared_scaler = acc.sync_gradients and acc.scaler is not None and len(self.optimizers) > 1
+            if shared_scaler:
+                inner = [o.optimizer for o in self.optimizers]
+                for opt in inner:
+                    acc.scaler.unscale_(opt)
             if acc.sync_gradients and self.cfg.run.grad_clip > 0:
-                acc.clip_grad_norm_([p for m in students for p in m.parameters()], self.cfg.run.grad_clip)
-            for opt in self.optimizers:
-                opt.step()
+                params = [p for m in students for p in m.parameters()]
+                if shared_scaler:  # already unscaled above (accelerate's clip would unscale a second time)
+                    torch.nn.utils.clip_grad_norm_(params, self.cfg.run.grad_clip)
+                else:
+                    acc.clip_grad_norm_(params, self.cfg.run.grad_clip)
+            if shared_scaler:
+                step_unscaled(inner, acc.scaler)
+            else:
+                for opt in self.optimizers:
+                    opt.step()
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
-        out = {k: float(v.detach()) for k, v in losses.items()}
-        out["loss"] = float(total.detach())
+        out = {k: v.detach() for k, v in losses.items()}
+        out["loss"] = total.detach()
         return out
 
     def _after_step(self, losses: dict, bar) -> None:
         step = self.state.step
         if not (step % max(1, self.cfg.run.log_every) == 0 or step == 1 or step == self.cfg.run.max_steps):
             return
+        losses = {k: float(v) for k, v in losses.items()}
         if self.acc.num_processes > 1:  # the mean over processes (every process reaches this line)
             keys = sorted(losses)
             mean = self.acc.reduce(torch.tensor([losses[k] for k in keys], device=self.acc.device), "mean")
             losses = dict(zip(keys, mean.tolist()))
         values = dict(losses)
-        values.update(self.mode.logs)
+        values.update({k: float(v) for k, v in self.mode.logs.items()})  # tensors kept on device until now
         for name, opt in zip(self.opt_names, self.optimizers):
             values[f"lr/{name}"] = opt.param_groups[0]["lr"]
         bad = [k for k, v in losses.items() if not math.isfinite(v)]
@@ -330,6 +345,16 @@ class Trainer:
             for old in found[:-self.cfg.run.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         return out
+
+
+def step_unscaled(optimizers: list, scaler) -> None:
+    """fp16 with several optimizers on one GradScaler, as PyTorch documents it: once every optimizer's gradients
+    are unscaled, step each (an optimizer whose gradients overflowed skips its step alone), then update the scale
+    once. accelerate's optimizer wrapper updates the scale after every optimizer, so a later optimizer would
+    unscale its gradients by a scale that an earlier one's overflow had just halved."""
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -70,6 +70,9 @@ def test_overrides_convert_types():
     assert cfg.run.max_steps == 7 and cfg.optim2d.lr == 1e-4 and cfg.data.crop == (32, 40)
     assert cfg.method.sky_teacher is True and cfg.model2d.overrides["depths"] == [1, 1, 1, 1]
     assert cfg.data.train == ["/a/b"] and cfg.model2d.overrides["hidden_sizes"] == [8, 16, 24, 32]
+    # YAML 1.1 would read `no` as False: mixed_precision's documented value must arrive as the string "no"
+    assert load_config(CONFIGS / "tiny.yaml", ["run.mixed_precision=no"]).run.mixed_precision == "no"
+    assert load_config(CONFIGS / "tiny.yaml", ["method.sky_teacher=false"]).method.sky_teacher is False
     with pytest.raises(InputError, match=r"command line: unknown key 'run.max_stesp'.*run.max_steps"):
         load_config(CONFIGS / "tiny.yaml", ["run.max_stesp=3"])
     with pytest.raises(InputError, match="key=value"):

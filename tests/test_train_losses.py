@@ -128,8 +128,27 @@ def test_link_diagnostics_score_each_teacher_against_the_scene_truth():
     point = torch.tensor([0, 1, 2, 3])  # point 4 is not linked
     Rewis3dMode.log_diagnostics(mode, torch.tensor([0, 1, 0, 0]), torch.tensor([0, 1, 2, 5]), pts, point,
                                 (1, 10, 2, 4))
-    assert mode.logs == {"links/pixel_share": 0.5, "links/acc_3d_teacher": 1.0,
-                         "links/acc_2d_teacher": pytest.approx(2 / 3)}
+    logged = {k: float(v) for k, v in mode.logs.items()}  # the trainer converts tensors when it logs
+    assert logged == {"links/pixel_share": 0.5, "links/acc_3d_teacher": 1.0,
+                      "links/acc_2d_teacher": pytest.approx(2 / 3)}
     mode.logs = {}
     Rewis3dMode.log_diagnostics(mode, torch.tensor([0]), torch.tensor([0]), {}, torch.tensor([0]), (1, 10, 2, 4))
     assert mode.logs == {"links/pixel_share": 0.125}  # without ground truth only the share
+
+
+def test_fp16_two_optimizers_share_one_scaler_correctly():
+    """An overflow in one optimizer's gradients skips that optimizer alone; the other steps with gradients
+    unscaled by the scale they were scaled with; the scale is halved once (accelerate's per-optimizer update
+    would halve it before the second optimizer unscaled)."""
+    from rewis.trainer import step_unscaled
+
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt_a, opt_b = torch.optim.SGD([a], lr=1.0), torch.optim.SGD([b], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(a.sum() * float("inf") + b.sum() * 3.0).backward()  # a's gradient overflows
+    for opt in (opt_a, opt_b):
+        scaler.unscale_(opt)
+    step_unscaled([opt_a, opt_b], scaler)
+    assert torch.equal(a.detach(), torch.zeros(2))  # overflowed: skipped
+    assert torch.allclose(b.detach(), torch.full((2,), -3.0))  # gradient 3, unscaled by 1024, lr 1
+    assert scaler.get_scale() == 512.0

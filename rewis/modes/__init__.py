@@ -11,7 +11,7 @@ The contract (`Mode`):
 - `optimizers(total_steps)`: name -> (optimizer, scheduler or None); the trainer prepares the optimizers and
   steps every scheduler once per real optimizer step.
 - `losses(batch, info) -> dict[str, Tensor]`: named scalar losses; the trainer sums them and logs each (plus
-  anything the mode puts in `self.logs`, not summed).
+  anything the mode puts in `self.logs`, not summed; floats or 0-d tensors).
 - `after_step(info)`: called once after every real optimizer step (accelerate `sync_gradients`): EMA updates.
 - `stages()` / `begin_stage(name, trainer)`: list of (stage name, optimizer steps); a multi-stage mode (LiDAR
   pseudo-labelling) does its offline work in `begin_stage` with the trainer's accelerator and data at hand.
@@ -55,7 +55,7 @@ class Mode:
         self.cfg, self.classes = cfg, classes
         self.students: dict[str, nn.Module] = {}
         self.teachers: dict[str, nn.Module] = {}
-        self.logs: dict[str, float] = {}
+        self.logs: dict[str, float | torch.Tensor] = {}  # tensors: converted only when logged (no GPU sync)
 
     # ------------------------------------------------------------------------------------------ data
     def make_datasets(self):

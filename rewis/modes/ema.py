@@ -38,7 +38,7 @@ class EMAMode(Mode):
         m = self.cfg.method
         ce, cons, w_t = partial_consistency(flatten_2d(student_logits), flatten_2d(teacher_logits), label.reshape(-1),
                                             m.beta, m.reliability_threshold, kl_over_classes=m.kl_reduction == "reference")
-        self.logs["2d/w_T"] = float(w_t)
+        self.logs["2d/w_T"] = w_t.detach()
         return {"2d/ce": ce, "2d/consistency": cons}
 
     def losses(self, batch: dict, info: StepInfo) -> dict:

@@ -94,7 +94,7 @@ class Rewis3dMode(EMAMode):
         ce3, cons3, w3 = partial_consistency(s3, t3, self.classmap.to_3d(pts["weak"]), m.beta,
                                              m.reliability_threshold, kl_over_classes=False)
         out["3d/ce"], out["3d/consistency"] = ce3, cons3
-        self.logs["3d/w_T"] = float(w3)
+        self.logs["3d/w_T"] = w3.detach()
         # cross-modal consistency
         lam2 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_2d)
         lam3 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_3d)
@@ -139,8 +139,8 @@ class Rewis3dMode(EMAMode):
         truth = pts["truth"][point]
         known = truth != 255
         if known.any():
-            self.logs["links/acc_3d_teacher"] = float((label_3d == truth)[known].float().mean())
-            self.logs["links/acc_2d_teacher"] = float((label_2d == truth)[known].float().mean())
+            self.logs["links/acc_3d_teacher"] = (label_3d == truth)[known].float().mean()
+            self.logs["links/acc_2d_teacher"] = (label_2d == truth)[known].float().mean()
 
     @torch.no_grad()
     def _sky_labels(self, images):

@@ -1,0 +1,14 @@
+# Source this on a lent GPU machine that has no network (PyTorch, transformers and accelerate preinstalled):
+#   source benchmarks/device_env.sh
+# - installs the wheels carried in .whl/ (kornia, kornia_rs: `pip download --python-version 3.12 ...` here);
+# - unpacks the benchmark data built here (.carry/PRESET.tar.xz: sequences without depth, scenes without their
+#   .ply/.glb exports; from `python benchmarks/quality.py --prepare-only`) into benchmarks/work/quality;
+# - scene.json holds absolute paths of the machine that built it: /work/main is linked to this checkout.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || return 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+mkdir -p /work benchmarks/work/quality
+[ -e /work/main ] || ln -s "$PWD" /work/main
+for f in .carry/*.tar.xz; do [ -e "$f" ] && tar xJf "$f" -C benchmarks/work/quality; done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, accelerate, kornia; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'kornia', kornia.__version__, 'cuda', torch.cuda.is_available())"
