@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--camera", choices=("shared", "per-image"), default="shared")
     g.add_argument("--use-intrinsics", action="store_true", help="take K from SEQ/cameras.json (fixed)")
     g.add_argument("--focal-factor", type=float, default=1.2, help="focal prior = factor * max(W, H) without EXIF")
+    g.add_argument("--camera-height", type=float, default=1.6, metavar="M",
+                   help="metres between the ground and the camera (car, handheld: 1.4-1.8). SfM alone cannot know "
+                        "the scale; the ground plane under the cameras turns it into metres, so voxel sizes in "
+                        "training configs mean metres. 0 keeps SfM's arbitrary units")
     g.add_argument("--max-features", type=int, default=8192)
     g.add_argument("--mapper", choices=("incremental", "global"), default="incremental")
     g.add_argument("--no-robust", dest="robust", action="store_false",
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         stride=args.stride, drop_fraction=args.drop_fraction, depth_conf=args.depth_conf,
         depth_half_range=args.depth_half_range, cross_view_labels=args.cross_view_labels, matching=args.matching, exhaustive_max=args.exhaustive_max,
         overlap=args.overlap, loop_detection=args.loop_detection, shared_camera=args.camera == "shared",
-        use_intrinsics=args.use_intrinsics, focal_factor=args.focal_factor, max_features=args.max_features,
+        use_intrinsics=args.use_intrinsics, camera_height=args.camera_height, focal_factor=args.focal_factor, max_features=args.max_features,
         seed=args.seed, mapper=args.mapper, robust=args.robust, min_registered=args.min_registered,
         model=args.model, max_scans=args.max_scans, scan=args.scan,
         visibility=args.visibility)
@@ -87,5 +91,7 @@ def _check_ranges(args: argparse.Namespace) -> None:
         raise InputError(f"--drop-fraction {args.drop_fraction}: must lie in [0, 1)")
     if not 0 <= args.min_registered <= 1:
         raise InputError(f"--min-registered {args.min_registered}: must lie in [0, 1]")
+    if args.camera_height < 0:
+        raise InputError(f"--camera-height {args.camera_height}: must be >= 0 (0 keeps SfM's units)")
     if args.depth_half_range <= 0 or args.focal_factor <= 0:
         raise InputError("--depth-half-range and --focal-factor must be positive")

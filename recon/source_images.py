@@ -14,6 +14,7 @@ from recon.dataset import exif_orientation, read_cameras, read_label
 from recon.errors import InputError
 from recon.fusion import densify, vote_labels
 from recon.scene import UNLABELED, Cloud, Links, Scene
+from recon.scale import metric_scale
 from recon.sfm import SfmOptions, point_confidence, run_sfm
 from recon.sources import ReconOptions, Sequence, Stages, image_sizes
 
@@ -42,6 +43,9 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
             "camera_model": result.model.camera_model, "camera_params": result.model.camera_params[0]}
     if options.dense is not False:
         scene, info["dense"] = densify(scene, options, stages)
+    # after fusion: a few hundred SfM points rarely hold enough of the ground
+    with stages("metric scale"):
+        info["scale"] = metric_scale(scene, options.camera_height) if options.camera_height > 0 else {"method": "none"}
     return scene, info
 
 

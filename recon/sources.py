@@ -41,6 +41,7 @@ class ReconOptions:
     loop_detection: bool = False
     shared_camera: bool = True
     use_intrinsics: bool = False  # take K from SEQ/cameras.json instead of self-calibrating
+    camera_height: float = 1.6  # metres above the ground: gives SfM's arbitrary scale metres (0 = keep SfM units)
     focal_factor: float = 1.2  # focal prior = factor * max(W, H) when EXIF has none
     max_features: int = 8192
     seed: int = 0
