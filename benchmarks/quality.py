@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reconstruct without the sequences' intrinsics (cameras.json); default: known K, as with a "
                         "calibrated camera (at 240x180 and 10 frames self-calibration misses the focal by 13-16 %%)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the main comparison")
+    p.add_argument("--modes", nargs="+", default=["full", "ema", "rewis3d"], choices=["full", "ema", "rewis3d"],
+                   help="run only these modes (e.g. a rewis3d variant against baselines already run)")
+    p.add_argument("--no-real", dest="real", action="store_false", help="skip rewis3d with real 3D")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the config's)")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
@@ -134,12 +137,12 @@ def jobs_for(preset: str, args) -> list[Job]:
         jobs += [Job(preset, "full", "dense", "-", seed), Job(preset, "ema", "scribbles", "-", seed),
                  Job(preset, "rewis3d", "scribbles", "recon", seed)]
     first = args.seeds[0]
-    if "scribbles" in args.kinds:
+    if "scribbles" in args.kinds and args.real:
         jobs.append(Job(preset, "rewis3d", "scribbles", "real", first))
     for kind in args.kinds:
         if kind != "scribbles":
             jobs += [Job(preset, "ema", kind, "-", first), Job(preset, "rewis3d", kind, "recon", first)]
-    return [j for j in jobs if j.kind in args.kinds or j.kind == "dense"]
+    return [j for j in jobs if (j.kind in args.kinds or j.kind == "dense") and j.mode in args.modes]
 
 
 # ------------------------------------------------------------------------------------------------ runs
