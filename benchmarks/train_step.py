@@ -139,10 +139,12 @@ class UtilisationSampler:
             return
         try:
             import pynvml
-
+        except ImportError:  # no NVML bindings: utilisation is not reported
+            return
+        try:
             pynvml.nvmlInit()
             handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        except Exception:  # no NVML: utilisation is not reported
+        except pynvml.NVMLError:
             return
         self.stop_flag = threading.Event()
 

@@ -13,8 +13,8 @@ from recon.colmap_adapter import SfmModel
 from recon.dataset import exif_orientation, read_cameras, read_label
 from recon.errors import InputError
 from recon.fusion import densify, vote_labels
-from recon.scene import UNLABELED, Cloud, Links, Scene
 from recon.scale import metric_scale
+from recon.scene import UNLABELED, Cloud, Links, Scene
 from recon.sfm import SfmOptions, point_confidence, run_sfm
 from recon.sources import ReconOptions, Sequence, Stages, image_sizes
 
