@@ -4,6 +4,9 @@
 # - unpacks the benchmark data built here (.carry/PRESET.tar.xz: sequences without depth, scenes without their
 #   .ply/.glb exports; from `python benchmarks/quality.py --prepare-only`) into benchmarks/work/quality;
 # - scene.json holds absolute paths of the machine that built it: /work/main is linked to this checkout.
+# Packing, on the machine that built the data (keep .carry/ and .whl/ out of git; 64 MiB travel at most):
+#   cd benchmarks/work/quality && for p in street room; do tar cf - --exclude='*/depth' --exclude='*.ply' \
+#     --exclude='*.glb' $p/data $p/scenes-stride1-known-k | xz -6 -T2 -c > ../../../.carry/$p.tar.xz; done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || return 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
