@@ -2,9 +2,11 @@
 
 SfM recovers a scene up to an unknown scale (COLMAP's gauge), while everything downstream speaks metres: the
 3D network's voxel size, the 3D augmentations' jitter. A camera carried by a car or a person sits at a known
-height above the ground (1.4-1.8 m), so the ground plane under the cameras fixes the scale: find the largest
-near-horizontal plane below the cameras among the SfM points (RANSAC), measure the cameras' height above it in
-SfM units, and scale the scene so that it equals the given height.
+height above the ground (1.4-1.8 m), so the ground plane under the cameras fixes the scale: find the ground among
+the reconstructed points (the fused dense cloud when there is one; a few hundred SfM points rarely hold enough of
+it) by RANSAC over near-horizontal planes below the cameras, measure the cameras' height above it in SfM units,
+and scale the scene so that it equals the given height. Pose helpers live here because this module needs no
+pycolmap (training imports them too).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from recon.sfm import camera_centres
 
 MAX_TILT_DEG = 30.0  # ground normal within this angle of the cameras' up direction
 INLIER_FRACTION_OF_DEPTH = 0.01  # RANSAC inlier band = 1 % of the median camera-to-point distance
@@ -28,10 +28,18 @@ class GroundFit:
     camera_height: float  # median height of the cameras above the plane, in scene units
 
 
-def cameras_up(cam_from_world: np.ndarray) -> np.ndarray:
-    """World up = minus the mean camera y axis (OpenCV cameras: y points down in the image)."""
-    up = -cam_from_world[:, 1, :3].mean(0)
-    return up / max(np.linalg.norm(up), 1e-12)
+def camera_centres(cam_from_world: np.ndarray) -> np.ndarray:
+    """(F, 3) centres of (F, 4, 4) poses: c = -R^T t."""
+    R, t = cam_from_world[:, :3, :3], cam_from_world[:, :3, 3]
+    return -np.einsum("fji,fj->fi", R, t)
+
+
+def cameras_up(cam_from_world) -> np.ndarray:
+    """World up = minus the mean camera y axis (OpenCV cameras look along +z with y pointing down); +z when the
+    cameras disagree completely."""
+    up = -np.stack([np.asarray(T, np.float64)[1, :3] for T in cam_from_world]).mean(0)
+    n = np.linalg.norm(up)
+    return up / n if n > 1e-8 else np.array([0.0, 0.0, 1.0])
 
 
 def fit_ground(xyz: np.ndarray, cam_from_world: np.ndarray, iterations: int = 2048, seed: int = 0,

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from recon import colmap_adapter as colmap
+from recon.scale import camera_centres
 from recon.sources import Stages
 
 RELAXED = dict(init_min_tri_angle=4.0, init_min_num_inliers=50, init_max_forward_motion=0.995, init_num_trials=400)
@@ -322,12 +323,6 @@ def align_sim3(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarra
     R = U @ S @ Vt
     scale = float(np.trace(np.diag(D) @ S) / xs.var(0).sum())
     return scale, R, mu_t - scale * R @ mu_s
-
-
-def camera_centres(cam_from_world: np.ndarray) -> np.ndarray:
-    """(F, 3) centres of (F, 4, 4) poses: c = -R^T t."""
-    R, t = cam_from_world[:, :3, :3], cam_from_world[:, :3, 3]
-    return -np.einsum("fji,fj->fi", R, t)
 
 
 def centre_error(estimated: np.ndarray, truth: np.ndarray) -> dict:

@@ -121,11 +121,10 @@ def axis_vector(name: str) -> np.ndarray:
 
 
 def up_from_cameras(cam_from_world: list[np.ndarray]) -> np.ndarray:
-    """World up = minus the mean camera y axis (OpenCV cameras look along +z with y pointing down)."""
-    ys = np.stack([np.asarray(T)[1, :3] for T in cam_from_world])  # row 1 of R = camera y axis in world
-    up = -ys.mean(0)
-    n = np.linalg.norm(up)
-    return up / n if n > 1e-8 else np.array([0.0, 0.0, 1.0])
+    """World up = minus the mean camera y axis (recon.scale.cameras_up)."""
+    from recon.scale import cameras_up
+
+    return cameras_up(cam_from_world)
 
 
 def augment_points(rng: np.random.Generator, xyz: np.ndarray, up: np.ndarray, centre: np.ndarray,

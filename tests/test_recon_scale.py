@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.scale import fit_ground, metric_scale
+from recon.scale import camera_centres, fit_ground, metric_scale
 from recon.scene import Cloud, Frame, Scene
-from recon.sfm import camera_centres
 
 CAMERA_HEIGHT = 1.5
 
