@@ -129,6 +129,8 @@ class MethodConfig:
     teacher_train_mode: bool = False  # reference quirk: teachers run in train mode
     cmc_start: int = 0  # optimizer step where cross-modal consistency starts
     cmc_ramp: int = 0  # steps of the linear ramp from 0 to lambda_max
+    cmc_3d_start: int | None = None  # start of the 2D -> 3D term alone; None = cmc_start (later keeps the 2D
+    #                                   teacher's blind spots out of the 3D network while it learns its own labels)
     lambda_2d: float = 0.075  # 3D -> 2D
     lambda_3d: float = 0.125  # 2D -> 3D
     use_pred_conf: bool = True  # CMC weights include the teacher's max prob
@@ -207,6 +209,10 @@ def validate(cfg: Config) -> None:
         warnings.warn(f"{cfg.source or 'config'}: validation runs at height data.height={cfg.data.height} but "
                       f"training crops are {cfg.data.crop[0]} high; a SegFormer trained from scratch can fail at a "
                       "size it never saw (measured: mIoU 36 -> 27 at 180 vs 176 rows): make them equal", stacklevel=2)
+    for key in ("method.cmc_start", "method.cmc_ramp", "method.cmc_3d_start"):
+        value = _get_dotted(cfg, key)
+        if value is not None and value < 0:
+            raise InputError(f"{cfg.source or 'config'}: key '{key}' is {value}; a step count must be >= 0")
     for key in ("method.ema_max", "method.ema_max_3d"):
         value = _get_dotted(cfg, key)
         if value is not None and not 0 <= value < 1:

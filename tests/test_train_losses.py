@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+from test_train_data import CLASSES, TINY
 
+from recon.errors import InputError
 from rewis.ema import ema_decay, ema_update
 from rewis.losses import ClassMap, partial_consistency, ramp, weighted_ce
-from test_train_data import CLASSES, TINY
 
 LN = math.log
 
@@ -115,6 +116,25 @@ def test_3d_teacher_follows_its_own_ema_cap():
     assert teachers["2d"].weight.item() == pytest.approx(0.01)
     assert teachers["3d"].weight.item() == pytest.approx(0.5)
     assert mode.logs == {"2d/ema_a": 0.99, "3d/ema_a": 0.5}
+
+
+def test_2d_to_3d_term_can_start_later():
+    """method.cmc_3d_start delays lambda_3D alone; unset, both weights ramp from cmc_start."""
+    from types import SimpleNamespace
+
+    from rewis.config import load_config
+    from rewis.modes.rewis3d import Rewis3dMode
+
+    def weights(*overrides):
+        cfg = load_config(TINY, ["method.cmc_start=10", "method.cmc_ramp=10", "method.lambda_2d=0.5",
+                                 "method.lambda_3d=0.2", *overrides])
+        mode = SimpleNamespace(cfg=cfg)
+        return [Rewis3dMode.cmc_weights(mode, step) for step in (5, 15, 25, 30)]
+
+    assert weights() == [(0.0, 0.0), (0.25, 0.1), (0.5, 0.2), (0.5, 0.2)]
+    assert weights("method.cmc_3d_start=25") == [(0.0, 0.0), (0.25, 0.0), (0.5, 0.0), (0.5, 0.1)]
+    with pytest.raises(InputError, match="method.cmc_3d_start"):
+        load_config(TINY, ["method.cmc_3d_start=-1"])
 
 
 def test_link_diagnostics_score_each_teacher_against_the_scene_truth():

@@ -8,7 +8,8 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
 - 3D->2D: y_p = class of the 3D teacher's argmax at i, c = maxprob * r_i; L_C2D the same weighted mean over
   linked pixels. Optional sky teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels
   without a point whose sky-teacher class has no 3D geometry, weighted by its max prob.
-- L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start.
+- L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
+  (lambda_3D from cmc_3d_start when set).
 Inference and export: the 2D student alone.
 """
 
@@ -96,8 +97,7 @@ class Rewis3dMode(EMAMode):
         out["3d/ce"], out["3d/consistency"] = ce3, cons3
         self.logs["3d/w_T"] = w3.detach()
         # cross-modal consistency
-        lam2 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_2d)
-        lam3 = ramp(info.step, m.cmc_start, m.cmc_ramp, m.lambda_3d)
+        lam2, lam3 = self.cmc_weights(info.step)
         self.logs["lambda_2d"], self.logs["lambda_3d"] = lam2, lam3
         if self.sky is not None and info.step >= m.cmc_start and not self.sky.taken:
             self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
@@ -105,6 +105,12 @@ class Rewis3dMode(EMAMode):
         c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
         out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
         return out
+
+    def cmc_weights(self, step: int) -> tuple[float, float]:
+        """(lambda_2D, lambda_3D) at an optimizer step: each ramps linearly over cmc_ramp steps from its start."""
+        m = self.cfg.method
+        start_3d = m.cmc_start if m.cmc_3d_start is None else m.cmc_3d_start
+        return ramp(step, m.cmc_start, m.cmc_ramp, m.lambda_2d), ramp(step, start_3d, m.cmc_ramp, m.lambda_3d)
 
     def cmc(self, s2, t2, s3, t3, pts, links, images) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way."""
