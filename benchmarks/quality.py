@@ -1,8 +1,9 @@
 """Quality of the weakly supervised modes on the synthetic benchmark (issue 5, criterion 3).
 
 For each preset (street, room): synthetic training sequences and validation sequences of other seeds ->
-weak labels (scribbles, points, coarse) -> scenes: `rewis recon` from the images (SfM + dense stereo,
-"reconstructed 3D") and `--source rgbd` from the ground-truth depth ("real 3D") -> training at one budget
+weak labels (scribbles, points, coarse) -> scenes: `rewis recon` from the images (SfM with the known intrinsics
+unless --self-calibrate, dense stereo, metric scale from the camera height: "reconstructed 3D") and `--source
+rgbd` from the ground-truth depth ("real 3D") -> training at one budget
 (configs/quickstart.yaml unless --config) -> val mIoU of the 2D student and SS/FS against mode `full`.
 
 Runs (each a `python -m rewis.train` child process, `--workers` at a time, one torch thread each):
@@ -12,6 +13,9 @@ Everything lands in --work and is reused when it exists, so an interrupted bench
 and writes --json.
 
     python benchmarks/quality.py [--presets street room] [--seeds 0 1] [--workers 2] [--steps N]
+
+On a GPU machine without open3d/pycolmap: `--prepare-only` here, carry the data (benchmarks/device_env.sh),
+then the same command there with `--set data.num_workers=1 ...` (the H100 figures in RESULTS.md).
 """
 
 from __future__ import annotations
