@@ -120,13 +120,6 @@ def axis_vector(name: str) -> np.ndarray:
     return vec
 
 
-def up_from_cameras(cam_from_world: list[np.ndarray]) -> np.ndarray:
-    """World up = minus the mean camera y axis (recon.scale.cameras_up)."""
-    from recon.scale import cameras_up
-
-    return cameras_up(cam_from_world)
-
-
 def augment_points(rng: np.random.Generator, xyz: np.ndarray, up: np.ndarray, centre: np.ndarray,
                    rotate: bool = True, scale: tuple[float, float] = (0.9, 1.1), flip: bool = True,
                    jitter_sigma: float = 0.005, jitter_clip: float = 0.02) -> np.ndarray:

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, Sampler
 
 from recon.dataset import ClassList, find_beside, read_classes, read_label, read_rgb, sequence_images
 from recon.errors import InputError
+from recon.scale import cameras_up
 from recon.scene import Scene
 from rewis import augment
 from rewis.config import DataConfig
@@ -121,7 +122,7 @@ class TrainDataset(Dataset):
     def _up(self, scene: Scene) -> np.ndarray:
         if self.cfg.up_axis != "auto":
             return augment.axis_vector(self.cfg.up_axis)
-        return augment.up_from_cameras([f.cam_from_world for f in scene.frames])
+        return cameras_up([f.cam_from_world for f in scene.frames])
 
     def __len__(self) -> int:
         return len(self.frames) * self.cfg.epoch_repeats
