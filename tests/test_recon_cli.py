@@ -132,3 +132,9 @@ def test_images_stored_rotated_are_refused_with_the_fix(tmp_path, capsys):
     (tmp_path / "seq" / "images" / "001.png").unlink()
     msg = run_bad(capsys, ["recon", str(tmp_path / "seq"), "--out", str(tmp_path / "s"), "--no-dense"], tmp_path / "s")
     assert "001.jpg" in msg and "orientation 6" in msg and "upright" in msg
+
+
+def test_negative_camera_height_is_refused(room, tmp_path, capsys):
+    out = tmp_path / "s"
+    msg = run_bad(capsys, ["recon", str(room), "--out", str(out), "--camera-height", "-1"], out)
+    assert "--camera-height -1" in msg and not out.exists()
