@@ -75,6 +75,8 @@ class DataConfig:
     num_points: int = 20000  # M points per sample (reference: 120k)
     in_view_share: float = 0.7  # at most this share of M from the view's own points
     ball_factor: float = 1.5  # ball radius = factor x the view's radius
+    crop_first: bool = True  # own points = the view's points inside the training crop (only they give links);
+    #                          false = all of the view's points (the reference): fewer links per sample
     radius_percentile: float = 95.0  # view radius = this percentile of the view points' distance to their centre
     view_drop_fraction: float = 0.1  # least confident share of each view's points dropped (set 0 when the
     #                                  scene was built with `rewis recon --drop-fraction`, which already did it)

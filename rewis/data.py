@@ -4,8 +4,9 @@ A training sample is one frame of a scene (or of a plain sequence folder, for 2D
 - `image` float (3, h, w) in [0, 255] and `label` int64 (h, w) (weak labels of the chosen kind, or dense
   labels for mode `full`; 255 = unlabeled), after a random rescale / crop / flip;
 - with points (view-aware sampling, METHODS.md section 2): M points around the view - the view's own points
-  inside a ball of `ball_factor` x the view radius (at most `in_view_share` x M), filled with other points of the
-  ball, then random points of the cloud; the least confident `view_drop_fraction` of the view's points are
+  inside a ball of `ball_factor` x the view radius (at most `in_view_share` x M; with `crop_first` only those
+  whose pixel lies in the training crop, as only they give links), filled with other points of the ball, then
+  random points of the cloud; the least confident `view_drop_fraction` of the view's points are
   dropped first. `points` holds xyz (teacher, centred on the view), xyz_aug (student), rgb in [0, 1], conf,
   weak (accumulated weak label of the whole scene); `links` the view's point<->pixel pairs restricted to the
   sampled points and remapped through the 2D geometry.
@@ -148,16 +149,18 @@ class TrainDataset(Dataset):
     def _points(self, rng: np.random.Generator, ref: FrameRef, geo: augment.Geometry) -> dict:
         cfg, scene = self.cfg, self.scenes[ref.source]
         view = self.views[ref.source][ref.frame]
-        idx = sample_view_points(rng, scene.cloud.xyz, view, cfg.num_points, cfg.in_view_share, cfg.ball_factor)
+        point, v, u = scene.links.frame(ref.frame)
+        v2, u2, inside = augment.remap_pixels(geo, v, u)
+        visible = np.unique(point[inside]) if cfg.crop_first else None
+        idx = sample_view_points(rng, scene.cloud.xyz, view, cfg.num_points, cfg.in_view_share, cfg.ball_factor,
+                                 visible)
         cloud = scene.cloud
         xyz = (cloud.xyz[idx].astype(np.float64) - view.centre).astype(np.float32)
         xyz_aug = augment.augment_points(rng, xyz, self.ups[ref.source], np.zeros(3), cfg.rotate_up, cfg.scale3d,
                                          cfg.flip3d, cfg.jitter_sigma, cfg.jitter_clip)
-        point, v, u = scene.links.frame(ref.frame)
-        pos = np.searchsorted(idx, point)
-        pos = np.minimum(pos, len(idx) - 1)
+        point = point[inside]
+        pos = np.minimum(np.searchsorted(idx, point), len(idx) - 1)
         hit = idx[pos] == point
-        v2, u2, inside = augment.remap_pixels(geo, v[hit], u[hit])
         points = {"xyz": torch.from_numpy(xyz), "xyz_aug": torch.from_numpy(xyz_aug),
                   "rgb": torch.from_numpy(cloud.rgb[idx].astype(np.float32) / 255.0),
                   "conf": torch.from_numpy(cloud.conf[idx].astype(np.float32)),
@@ -165,22 +168,26 @@ class TrainDataset(Dataset):
         if cloud.label is not None:  # ground truth (synthetic scenes): diagnostics only, never trained on
             points["truth"] = torch.from_numpy(cloud.label[idx].astype(np.int64))
         return {"points": points,
-                "links": {"point": torch.from_numpy(pos[hit][inside].astype(np.int64)),
-                          "v": torch.from_numpy(v2), "u": torch.from_numpy(u2)}}
+                "links": {"point": torch.from_numpy(pos[hit].astype(np.int64)),
+                          "v": torch.from_numpy(v2[hit]), "u": torch.from_numpy(u2[hit])}}
 
 
 def sample_view_points(rng: np.random.Generator, xyz: np.ndarray, view: ViewInfo, m: int, in_view_share: float,
-                       ball_factor: float) -> np.ndarray:
-    """Sorted indices of M points around a view (fewer when the cloud is smaller); see the module doc."""
+                       ball_factor: float, visible: np.ndarray | None = None) -> np.ndarray:
+    """Sorted indices of M points around a view (fewer when the cloud is smaller); see the module doc.
+    `visible` (sorted point indices, optional): the view's points whose pixel lies in the training crop; then
+    only these count as the view's own points, and its points outside the crop join the other points of the
+    ball (they give no link, only context)."""
     n = len(xyz)
     m = min(m, n)
     d2 = ((xyz.astype(np.float64) - view.centre) ** 2).sum(1)
     in_ball = d2 <= (ball_factor * view.radius) ** 2
-    own = view.points[in_ball[view.points]]
+    candidates = view.points if visible is None else np.intersect1d(view.points, visible, assume_unique=True)
+    own = candidates[in_ball[candidates]]
     n_own = min(len(own), int(in_view_share * m))
     chosen = rng.choice(own, n_own, replace=False) if n_own < len(own) else own
     taken = np.zeros(n, bool)
-    taken[view.points] = True  # the view's other points do not count as "other points in the ball"
+    taken[candidates] = True  # the view's other own points do not count as "other points in the ball"
     others = np.flatnonzero(in_ball & ~taken)
     n_other = min(len(others), m - n_own)
     parts = [chosen, rng.choice(others, n_other, replace=False) if n_other < len(others) else others]

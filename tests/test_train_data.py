@@ -127,6 +127,29 @@ def test_links_follow_geometry_and_sampling(tiny_scene):
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["links"]["point"], b["links"]["point"])
 
 
+@pytest.mark.parametrize("crop_first", [True, False])
+def test_crop_first_samples_the_points_that_give_links(tiny_scene, crop_first):
+    """With crop_first the view's own points come from the crop only, so a sample of the same size links more
+    crop pixels; links stay right either way (checked against the scene's ground truth)."""
+    from rewis.config import DataConfig
+    from rewis.data import TrainDataset
+
+    scene_dir, _ = tiny_scene
+    cfg = DataConfig(train=[str(scene_dir)], height=48, crop=(24, 32), scale_range=(1.0, 1.0), num_points=400,
+                     in_view_share=0.7, crop_first=crop_first)
+    ds = TrainDataset(cfg, "weak", points=True, seed=1)
+    scene = Scene.load(scene_dir)
+    counts = []
+    for k in range(len(ds)):
+        s, idx = ds[k], _global_index(ds, k)
+        p, v, u = (s["links"][key].numpy() for key in ("point", "v", "u"))
+        assert (_gt_after_geometry(ds, k)[v, u] == scene.cloud.label[idx][p]).mean() > 0.97
+        counts.append(len(np.unique(p)))
+    # 0.7 x 400 = 280 own points, all linked with crop_first; the crop holds a quarter of each 64x48 frame's
+    # ~2.8k points, so without it about a quarter of them are
+    assert min(counts) >= 280 if crop_first else max(counts) < 140
+
+
 def _global_index(ds, k):
     from rewis.data import sample_view_points
 
@@ -137,10 +160,12 @@ def _global_index(ds, k):
 
     from rewis import augment
     shape = read_rgb(ref.image).shape[:2]
-    augment.draw_geometry(rng, shape, ds.cfg.height, ds.cfg.crop, ds.cfg.scale_range, ds.cfg.flip)
+    geo = augment.draw_geometry(rng, shape, ds.cfg.height, ds.cfg.crop, ds.cfg.scale_range, ds.cfg.flip)
     scene = ds.scenes[ref.source]
+    point, v, u = scene.links.frame(ref.frame)
+    visible = np.unique(point[augment.remap_pixels(geo, v, u)[2]]) if ds.cfg.crop_first else None
     return sample_view_points(rng, scene.cloud.xyz, ds.views[ref.source][ref.frame], ds.cfg.num_points,
-                              ds.cfg.in_view_share, ds.cfg.ball_factor)
+                              ds.cfg.in_view_share, ds.cfg.ball_factor, visible)
 
 
 def _gt_after_geometry(ds, k):
