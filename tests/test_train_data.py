@@ -109,7 +109,6 @@ def test_links_follow_geometry_and_sampling(tiny_scene):
     cfg = DataConfig(train=[str(scene_dir)], height=48, crop=(40, 48), scale_range=(1.0, 1.5), num_points=700,
                      view_drop_fraction=0.1)
     ds = TrainDataset(cfg, "weak", points=True, seed=3)
-    scene = Scene.load(scene_dir)
     for k in range(len(ds)):
         s = ds[k]
         assert s["image"].shape == (3, 40, 48) and s["label"].shape == (40, 48)
@@ -119,7 +118,7 @@ def test_links_follow_geometry_and_sampling(tiny_scene):
         # a linked point carries the weak label of its pixel whenever that pixel's weak label survived
         # nearest-exact resampling: compare with the scene's GT label instead, which is dense
         gt_px = _gt_after_geometry(ds, k)
-        pts_gt = scene.cloud.label[_global_index(ds, k)][p.numpy()]
+        pts_gt = s["points"]["truth"][p].numpy()
         assert (gt_px[v.numpy(), u.numpy()] == pts_gt).mean() > 0.97
         # teacher xyz is centred, student xyz is augmented (different) but has the same count
         assert not torch.allclose(s["points"]["xyz"], s["points"]["xyz_aug"])
@@ -138,34 +137,15 @@ def test_crop_first_samples_the_points_that_give_links(tiny_scene, crop_first):
     cfg = DataConfig(train=[str(scene_dir)], height=48, crop=(24, 32), scale_range=(1.0, 1.0), num_points=400,
                      in_view_share=0.7, crop_first=crop_first)
     ds = TrainDataset(cfg, "weak", points=True, seed=1)
-    scene = Scene.load(scene_dir)
     counts = []
     for k in range(len(ds)):
-        s, idx = ds[k], _global_index(ds, k)
+        s = ds[k]
         p, v, u = (s["links"][key].numpy() for key in ("point", "v", "u"))
-        assert (_gt_after_geometry(ds, k)[v, u] == scene.cloud.label[idx][p]).mean() > 0.97
+        assert (_gt_after_geometry(ds, k)[v, u] == s["points"]["truth"].numpy()[p]).mean() > 0.97
         counts.append(len(np.unique(p)))
     # 0.7 x 400 = 280 own points, all linked with crop_first; the crop holds a quarter of each 64x48 frame's
     # ~2.8k points, so without it about a quarter of them are
     assert min(counts) >= 280 if crop_first else max(counts) < 140
-
-
-def _global_index(ds, k):
-    from rewis.data import sample_view_points
-
-    epoch, kk = divmod(k, len(ds))
-    rng = np.random.default_rng([ds.seed, epoch, kk])
-    ref = ds.frames[kk % len(ds.frames)]
-    from recon.dataset import read_rgb
-
-    from rewis import augment
-    shape = read_rgb(ref.image).shape[:2]
-    geo = augment.draw_geometry(rng, shape, ds.cfg.height, ds.cfg.crop, ds.cfg.scale_range, ds.cfg.flip)
-    scene = ds.scenes[ref.source]
-    point, v, u = scene.links.frame(ref.frame)
-    visible = np.unique(point[augment.remap_pixels(geo, v, u)[2]]) if ds.cfg.crop_first else None
-    return sample_view_points(rng, scene.cloud.xyz, ds.views[ref.source][ref.frame], ds.cfg.num_points,
-                              ds.cfg.in_view_share, ds.cfg.ball_factor, visible)
 
 
 def _gt_after_geometry(ds, k):
