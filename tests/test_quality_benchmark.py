@@ -1,0 +1,51 @@
+"""benchmarks/quality.py: which runs it plans and where it keeps them (its runs are reused from disk, so a run of
+other data must never pass for this one)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def plan(quality, *argv):
+    args = quality.parse_args(["--work", "/tmp/quality-work", *argv])
+    return args, [job.name for preset in args.presets for job in quality.jobs_for(preset, args)]
+
+
+def test_default_plan_covers_the_criterion(quality):
+    args, names = plan(quality, "--presets", "room", "--kinds", "scribbles")
+    assert args.train_seeds == [0, 1, 2, 3, 4, 5] and args.val_seeds == [200, 201, 202, 203]
+    assert names == ["room/full-dense---s0", "room/ema-scribbles---s0", "room/rewis3d-scribbles-recon-s0",
+                     "room/full-dense---s1", "room/ema-scribbles---s1", "room/rewis3d-scribbles-recon-s1",
+                     "room/rewis3d-scribbles-real-s0"]
+
+
+def test_only_and_no_real_select_runs(quality):
+    assert plan(quality, "--only", "*-real-*")[1] == ["street/rewis3d-scribbles-real-s0",
+                                                      "room/rewis3d-scribbles-real-s0"]
+    _, names = plan(quality, "--presets", "street", "--kinds", "scribbles", "--no-real", "--modes", "rewis3d")
+    assert names == ["street/rewis3d-scribbles-recon-s0", "street/rewis3d-scribbles-recon-s1"]
+
+
+def test_runs_of_other_data_or_budget_live_apart(quality):
+    def folder(*argv):
+        args = quality.parse_args(["--work", "/tmp/quality-work", *argv])
+        return quality.run_dir_of(quality.jobs_for("room", args)[0], args)
+
+    default = folder()
+    assert default == Path("/tmp/quality-work/runs-stride1-k-train6-val4/room/full-dense---s0")
+    others = {folder("--train-seeds", "0", "1"), folder("--val-seeds", "200"), folder("--steps", "1000"),
+              folder("--self-calibrate"), folder("--tag", "x")}
+    assert default not in others and len(others) == 5
