@@ -85,9 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="training runs at a time (one torch thread each)")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "quality")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
-    p.add_argument("--tag", default="", help="suffix of the runs folder (runs-stride{N}-{k|selfcal}-train{T}-val{V}"
-                   "[-steps{S}][-TAG]), to keep "
-                   "variants apart")
+    p.add_argument("--tag", default="", help="suffix of the runs folder (runs-CONFIG-strideN-{k|selfcal}-trainSEEDS-"
+                   "valSEEDS[-stepsS][-TAG]), to keep variants apart")
     p.add_argument("--set", dest="extra", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides for every run (e.g. data.num_workers=2 run.eval_every=250)")
     p.add_argument("--prepare-only", action="store_true",
@@ -161,10 +160,18 @@ def jobs_for(preset: str, args) -> list[Job]:
 
 # ------------------------------------------------------------------------------------------------ runs
 def run_dir_of(job: Job, args) -> Path:
-    name = (f"runs-stride{args.stride}" + ("-selfcal" if args.self_calibrate else "-k")
-            + f"-train{len(args.train_seeds)}-val{len(args.val_seeds)}"
+    """Finished runs are reused from here, so the name holds everything that changes a run's result."""
+    name = (f"runs-{args.config.stem}-stride{args.stride}" + ("-selfcal" if args.self_calibrate else "-k")
+            + f"-train{seed_span(args.train_seeds)}-val{seed_span(args.val_seeds)}"
             + (f"-steps{args.steps}" if args.steps else "") + (f"-{args.tag}" if args.tag else ""))
     return args.work / name / job.name
+
+
+def seed_span(seeds: list[int]) -> str:
+    """[0, 1, 2] -> '0-2'; [3] -> '3'; [0, 2] -> '0_2'."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return "_".join(map(str, seeds))
 
 
 def run_job(job: Job, data: dict, args) -> dict:

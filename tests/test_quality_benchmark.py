@@ -45,7 +45,9 @@ def test_runs_of_other_data_or_budget_live_apart(quality):
         return quality.run_dir_of(quality.jobs_for("room", args)[0], args)
 
     default = folder()
-    assert default == Path("/tmp/quality-work/runs-stride1-k-train6-val4/room/full-dense---s0")
-    others = {folder("--train-seeds", "0", "1"), folder("--val-seeds", "200"), folder("--steps", "1000"),
+    assert default == Path("/tmp/quality-work/runs-quickstart-stride1-k-train0-5-val200-203/room/full-dense---s0")
+    others = {folder("--train-seeds", "0", "1"), folder("--train-seeds", "1", "2", "3", "4", "5", "6"),
+              folder("--train-seeds", "0", "2", "3", "4", "5", "6"), folder("--val-seeds", "200"),
+              folder("--steps", "1000"), folder("--config", str(ROOT / "configs" / "quality_gpu.yaml")),
               folder("--self-calibrate"), folder("--tag", "x")}
-    assert default not in others and len(others) == 5
+    assert default not in others and len(others) == 8
