@@ -16,6 +16,7 @@ state=/tmp/device_run
 if [ -z "$what" ] || [ -z "$budget" ] || { [ "$what" = start ] && [ $# -eq 0 ]; }; then
   echo "usage: device_run.sh start SECONDS -- COMMAND... | device_run.sh wait SECONDS" >&2; exit 2
 fi
+[[ $budget =~ ^[0-9]+$ ]] || { echo "device_run.sh: SECONDS must be a whole number, got '$budget'" >&2; exit 2; }
 
 collect() {
   local runs

@@ -210,19 +210,18 @@ def summarise(results: dict[str, list[tuple[Job, dict]]]) -> dict:
         groups: dict[tuple, list[float]] = {}
         for job, summary in runs:
             groups.setdefault((job.mode, job.kind, job.space), []).append(100 * summary["final"]["miou"])
-        if ("full", "dense", "-") not in groups:
-            continue
-        full = statistics.mean(groups[("full", "dense", "-")])
+        # without a full run (e.g. --modes rewis3d) the rows are kept, without SS/FS and the criterion
+        full = statistics.mean(groups[("full", "dense", "-")]) if ("full", "dense", "-") in groups else None
         rows = []
         for (mode, kind, space), values in groups.items():
             mean = statistics.mean(values)
             rows.append({"mode": mode, "labels": kind, "3d": space, "miou": round(mean, 2),
                          "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
-                         "runs": [round(v, 2) for v in values], "ss_fs": round(100 * mean / full, 1)})
+                         "runs": [round(v, 2) for v in values], "ss_fs": round(100 * mean / full, 1) if full else None})
         table[preset] = {"rows": rows}
         ema = next((r for r in rows if (r["mode"], r["labels"]) == ("ema", "scribbles")), None)
         r3d = next((r for r in rows if (r["mode"], r["labels"], r["3d"]) == ("rewis3d", "scribbles", "recon")), None)
-        if ema and r3d:
+        if ema and r3d and full:
             table[preset].update({"rewis3d_minus_ema": round(r3d["miou"] - ema["miou"], 2),
                                   "criterion": {"rewis3d >= ema + 3": r3d["miou"] >= ema["miou"] + 3,
                                                 "rewis3d SS/FS >= 90": r3d["ss_fs"] >= 90,
@@ -236,7 +235,8 @@ def print_table(table: dict) -> None:
     for preset, t in table.items():
         for r in t["rows"]:
             spread = f" +- {r['std']:.2f} ({len(r['runs'])})" if r["std"] is not None else ""
-            print(f"| {preset} | {r['labels']} | {r['mode']} | {r['3d']} | {r['miou']:.2f}{spread} | {r['ss_fs']:.1f} % |")
+            print(f"| {preset} | {r['labels']} | {r['mode']} | {r['3d']} | {r['miou']:.2f}{spread} | "
+                  + (f"{r['ss_fs']:.1f} % |" if r["ss_fs"] is not None else "- |"))
     for preset, t in table.items():
         if "criterion" not in t:
             continue

@@ -51,3 +51,17 @@ def test_runs_of_other_data_or_budget_live_apart(quality):
               folder("--steps", "1000"), folder("--config", str(ROOT / "configs" / "quality_gpu.yaml")),
               folder("--self-calibrate"), folder("--tag", "x")}
     assert default not in others and len(others) == 8
+
+
+def test_summary_with_and_without_a_full_run(quality):
+    def job(mode, kind, space, seed):
+        return quality.Job("room", mode, kind, space, seed), {"final": {"miou": {"full": 0.40, "ema": 0.34,
+                                                                                 "rewis3d": 0.38}[mode] + seed / 100}}
+
+    rewis3d_only = quality.summarise({"room": [job("rewis3d", "scribbles", "recon", s) for s in (0, 1)]})["room"]
+    assert rewis3d_only["rows"][0]["miou"] == 38.5 and rewis3d_only["rows"][0]["ss_fs"] is None
+    assert "criterion" not in rewis3d_only
+    runs = [job("full", "dense", "-", 0), job("ema", "scribbles", "-", 0), job("rewis3d", "scribbles", "recon", 0)]
+    table = quality.summarise({"room": runs})["room"]
+    assert table["rewis3d_minus_ema"] == 4.0
+    assert table["criterion"] == {"rewis3d >= ema + 3": True, "rewis3d SS/FS >= 90": True, "ema SS/FS < 90": True}
