@@ -14,8 +14,9 @@ and writes --json.
 
     python benchmarks/quality.py [--presets street room] [--seeds 0 1] [--workers 2] [--steps N]
 
-The criterion's figures are measured at `--config configs/quality_gpu.yaml` (1,000 steps: about 10 min on one
-H100 with all runs at once, hours on a 2-core CPU); the default, the quickstart's 160 steps, runs on a CPU. On a
+The criterion's figures are measured at `--config configs/quality_gpu.yaml` (1,000 steps: 12 runs at once an
+estimated 12-14 min on one H100, ~50 min a run on a 2-core CPU); the default, the quickstart's 160 steps, runs on
+a CPU. On a
 GPU machine without open3d/pycolmap: `--prepare-only` here, carry the data (benchmarks/device_env.sh), then run
 the same command there through benchmarks/device_run.sh (RESULTS.md, session 5).
 """
