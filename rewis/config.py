@@ -138,6 +138,9 @@ class MethodConfig:
     use_pred_conf: bool = True  # CMC weights include the teacher's max prob
     use_recon_conf: bool = True  # CMC weights include the reconstruction confidence r_i
     sky_teacher: bool = False  # frozen 2D teacher copy from cmc_start fills no-3D pixels without a point
+    no3d_pixels_from_3d: bool = False  # false: a linked pixel the 2D teacher calls a class without 3D geometry
+    #                                    (sky) takes no 3D label (the 3D head cannot say sky, so its label there is
+    #                                    always wrong); true: the 3D teacher labels it anyway (the behaviour before this flag)
     strong_aug: bool = True  # student sees the strong 2D view
 
 

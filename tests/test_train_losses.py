@@ -76,7 +76,9 @@ def test_cmc_hand_case(tmp_path):
     cfg = load_config(TINY, ["method.sky_teacher=true"])
     mode = Rewis3dMode(cfg, CLASSES)  # classes ground, box, sky (no 3D)
     # one image 1 x 3 pixels; point 0 <-> pixel (0, 0), point 1 <-> pixel (0, 2); pixel (0, 1) has no point
-    s2 = torch.zeros(1, 3, 1, 3, requires_grad=True)
+    s2 = torch.zeros(1, 3, 1, 3)
+    s2[0, 2, 0, 2] = LN(2)  # student at pixel (0, 2): p = (.25, .25, .5)
+    s2.requires_grad_()
     t2 = torch.zeros(1, 3, 1, 3)
     t2[0, :, 0, 0] = torch.tensor([LN(3), 0.0, 0.0])  # p = (.6, .2, .2) -> ground
     t2[0, :, 0, 2] = torch.tensor([0.0, 0.0, 5.0])  # sky: no 3D label for point 1
@@ -87,16 +89,24 @@ def test_cmc_hand_case(tmp_path):
              "point": torch.tensor([0, 1])}
     l2, l3 = mode.cmc(s2, t2, s3, t3, pts, links, None)
     assert l3.item() == pytest.approx(LN(2), rel=1e-6)  # only point 0, CE of uniform 2-way logits
+    # 3D -> 2D: pixel (0, 2) is sky for the 2D teacher, so its point gives it no label; pixel (0, 0) takes "box"
+    # (t3 p = .8, r = .5, weight .4) and the student's uniform 3-way logits give CE ln 3
+    assert l2.item() == pytest.approx(LN(3), rel=1e-6)
+    s2.grad = None
+    l2.backward()
+    assert s2.grad[0, :, 0, 2].abs().sum() == 0 and s2.grad[0, :, 0, 0].abs().sum() > 0
+    mode.cfg.method.no3d_pixels_from_3d = True  # the old rule: the 3D teacher labels that sky pixel "ground"
+    l2_old, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
     p1 = 0.5  # point 1: 3D teacher uniform -> class 0 with prob .5, weight .5 * 1.0
-    assert l2.item() == pytest.approx((0.4 * LN(3) + p1 * 1.0 * LN(3)) / (0.4 + 0.5), rel=1e-5)
+    assert l2_old.item() == pytest.approx((0.4 * LN(3) + p1 * 1.0 * LN(4)) / (0.4 + 0.5), rel=1e-5)
     # the sky teacher labels pixel (0, 1) (no point) as sky with prob .9
     mode.sky.taken = True
     mode._sky_labels = lambda images: (torch.tensor([2, 2, 2]), torch.tensor([0.9, 0.9, 0.9]))
     l2s, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
-    assert l2s.item() == pytest.approx((0.4 * LN(3) + 0.5 * LN(3) + 0.9 * LN(3)) / (0.4 + 0.5 + 0.9), rel=1e-5)
+    assert l2s.item() == pytest.approx((0.4 * LN(3) + 0.5 * LN(4) + 0.9 * LN(3)) / (0.4 + 0.5 + 0.9), rel=1e-5)
     mode.cfg.method.use_recon_conf = False
     l2n, _ = mode.cmc(s2, t2, s3, t3, pts, links, None)
-    assert l2n.item() == pytest.approx((0.8 * LN(3) + 0.5 * LN(3) + 0.9 * LN(3)) / (0.8 + 0.5 + 0.9), rel=1e-5)
+    assert l2n.item() == pytest.approx((0.8 * LN(3) + 0.5 * LN(4) + 0.9 * LN(3)) / (0.8 + 0.5 + 0.9), rel=1e-5)
 
 
 def test_3d_teacher_follows_its_own_ema_cap():

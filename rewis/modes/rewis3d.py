@@ -6,7 +6,8 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
 - 2D->3D: y_i = argmax of the 2D teacher at p, c_i = maxprob * r_i; L_C3D = sum c_i CE(s3D_i, y_i) / sum c_i.
   Pixels whose teacher class has no 3D geometry (sky) give no 3D label.
 - 3D->2D: y_p = class of the 3D teacher's argmax at i, c = maxprob * r_i; L_C2D the same weighted mean over
-  linked pixels. Optional sky teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels
+  linked pixels, except those the 2D teacher puts in a class without 3D geometry: sky pixels get no 3D label
+  (a sky pixel with a point, e.g. at a roof's edge, would otherwise always be told "building"). Optional sky teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels
   without a point whose sky-teacher class has no 3D geometry, weighted by its max prob.
 - L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
   (lambda_3D from cmc_3d_start when set).
@@ -127,6 +128,8 @@ class Rewis3dMode(EMAMode):
         y3, p3 = soft_targets(t3[p])
         y3 = self.classmap.from_3d(y3)
         c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r
+        if not m.no3d_pixels_from_3d:
+            c2 = c2 * ~self.classmap.no_3d_mask(y2)
         self.log_diagnostics(y2, y3, pts, p, s2.shape)
         logits, target, weight = [s2_px], [y3], [c2]
         if self.sky is not None and self.sky.taken:
