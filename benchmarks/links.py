@@ -2,7 +2,8 @@
 checkpoint, draws training samples of other epochs than any the run saw in order, and scores both teachers'
 labels at the links against the scenes' ground truth (synthetic scenes):
 
-- the share of the 3D->2D weight (3D teacher max prob x reconstruction confidence, as in L_C2D) that goes to
+- the share of the 3D->2D weight (3D teacher max prob x reconstruction confidence, as in L_C2D, counted at every
+  link: before the rule that drops pixels the 2D teacher calls sky, whose share is reported apart) that goes to
   correct labels, to fixes (2D teacher wrong, 3D right) and to harms (2D teacher right, 3D wrong);
 - per class of the 2D teacher, at the links where the 3D teacher says otherwise: how often each is right.
 
