@@ -88,7 +88,8 @@ def main() -> None:
     print("| voxel (m) | seed | mIoU at the links | " + " | ".join(names) + " |")
     print("|---" * (3 + len(names)) + "|")
     for r in rows:
-        print(f"| {r['voxel']} | {r['seed']} | {r['miou']:.2f} | " + " | ".join(f"{r['iou'][k]:.1f}" for k in names) + " |")
+        cells = " | ".join(f"{r['iou'][k]:.1f}" for k in names)
+        print(f"| {r['voxel']} | {r['seed']} | {r['miou']:.2f} | {cells} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"config": str(args.config), "machine": f"{platform.machine()} "

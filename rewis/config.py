@@ -140,7 +140,7 @@ class MethodConfig:
     sky_teacher: bool = False  # frozen 2D teacher copy from cmc_start fills no-3D pixels without a point
     no3d_pixels_from_3d: bool = False  # false: a linked pixel the 2D teacher calls a class without 3D geometry
     #                                    (sky) takes no 3D label (the 3D head cannot say sky, so its label there is
-    #                                    always wrong); true: the 3D teacher labels it anyway (the behaviour before this flag)
+    #                                    always wrong); true: the 3D teacher labels it anyway (the earlier rule)
     strong_aug: bool = True  # student sees the strong 2D view
 
 

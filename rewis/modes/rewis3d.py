@@ -7,8 +7,9 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
   Pixels whose teacher class has no 3D geometry (sky) give no 3D label.
 - 3D->2D: y_p = class of the 3D teacher's argmax at i, c = maxprob * r_i; L_C2D the same weighted mean over
   linked pixels, except those the 2D teacher puts in a class without 3D geometry: sky pixels get no 3D label
-  (a sky pixel with a point, e.g. at a roof's edge, would otherwise always be told "building"). Optional sky teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels
-  without a point whose sky-teacher class has no 3D geometry, weighted by its max prob.
+  (a sky pixel with a point, e.g. at a roof's edge, would otherwise always be told "building"). Optional sky
+  teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels without a point whose sky-teacher
+  class has no 3D geometry, weighted by its max prob.
 - L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
   (lambda_3D from cmc_3d_start when set).
 Inference and export: the 2D student alone.
