@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rewis.config import load_config  # noqa: E402
 from rewis.data import collate  # noqa: E402
 from rewis.ema import teacher_mode  # noqa: E402
+from rewis.losses import soft_targets  # noqa: E402
+from rewis.modes.rewis3d import run_net3d  # noqa: E402
 from rewis.trainer import Trainer, latest_checkpoint  # noqa: E402
 
 
@@ -36,9 +38,9 @@ def teacher_labels(mode, batch: dict) -> dict:
     pts, links = batch["points"], batch["links"]
     t2 = mode.teacher_logits_2d(batch["image"]).permute(0, 2, 3, 1)[links["batch"], links["v"], links["u"]]
     net3d = teacher_mode(mode.teachers["3d"], mode.cfg.method.teacher_train_mode)
-    t3 = net3d(pts["xyz"], pts["rgb"], pts["batch"])["logits"][links["point"]]
-    p2, y2 = t2.softmax(1).max(1)
-    p3, y3 = t3.softmax(1).max(1)
+    t3 = run_net3d(net3d, pts["xyz"], pts["rgb"], pts["batch"])["logits"][links["point"]]
+    y2, p2 = soft_targets(t2)
+    y3, p3 = soft_targets(t3)
     return {"y2": y2, "p2": p2, "y3": mode.classmap.from_3d(y3), "p3": p3, "conf": pts["conf"][links["point"]],
             "truth": pts["truth"][links["point"]]}
 
@@ -81,7 +83,6 @@ def main() -> None:
     trainer = Trainer(cfg)
     trainer.acc.load_state(str(checkpoint))
     mode, data = trainer.mode, trainer.train_set
-    mode.train()
     rng = np.random.default_rng(1)
     parts = []
     for _ in range(args.batches):

@@ -28,6 +28,7 @@ from rewis.config import load_config  # noqa: E402
 from rewis.data import TrainDataset, collate  # noqa: E402
 from rewis.losses import ClassMap  # noqa: E402
 from rewis.modes.rewis3d import build_net3d  # noqa: E402
+from segment.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
 
 EVAL_BATCHES = 15
 
@@ -59,15 +60,11 @@ def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int) -> di
             batch = collate([dataset[len(dataset) * 7 + int(i)] for i in rng.integers(0, len(dataset), batch_size)])
             points, linked = batch["points"], batch["links"]["point"]
             pred = classmap.from_3d(net(points["xyz"], points["rgb"], points["batch"])["logits"].argmax(1))[linked]
-            truth = points["truth"][linked]
-            known = truth != 255
-            confusion += torch.bincount(truth[known] * n + pred[known], minlength=n * n).reshape(n, n)
-    inter = confusion.diag().double()
-    union = confusion.sum(0).double() + confusion.sum(1).double() - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan"))) * 100
+            confusion += confusion_matrix(pred, points["truth"][linked], n)
+    iou = iou_per_class(confusion) * 100
     return {"voxel": voxel, "seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 1),
-            "miou": round(float(np.nanmean(iou.numpy())), 2),
-            "iou": {name: round(float(v), 1) for name, v in zip(classes.names, iou.tolist())}}
+            "miou": round(100 * mean_iou(confusion), 2),
+            "iou": {name: round(float(v), 1) for name, v in zip(classes.names, iou)}}
 
 
 def main() -> None:
