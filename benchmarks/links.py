@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     checkpoint = latest_checkpoint(args.run)
     if checkpoint is None or not (args.run / "config.yaml").is_file():
-        sys.exit(f"{args.run}: no config.yaml and checkpoints/step_N; give a finished rewis3d run folder")
+        parser.exit(2, f"{args.run}: no config.yaml and checkpoints/step_N; give a finished rewis3d run folder\n")
     cfg = load_config(args.run / "config.yaml", ["run.logger=none", "data.num_workers=0", "run.progress=false"])
     torch.set_num_threads(1)
     trainer = Trainer(cfg)

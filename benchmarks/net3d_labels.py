@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recon.errors import InputError  # noqa: E402
 from rewis.config import load_config  # noqa: E402
 from rewis.data import TrainDataset, collate  # noqa: E402
 from rewis.losses import ClassMap  # noqa: E402
@@ -76,10 +77,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = load_config(args.config)
-    dataset = TrainDataset(cfg.data, points=True, seed=0)
+    try:
+        cfg = load_config(args.config)
+        dataset = TrainDataset(cfg.data, points=True, seed=0)
+    except InputError as error:
+        parser.exit(2, f"{error}\n")
     if not dataset.scenes or dataset.scenes[0].cloud.label is None:
-        sys.exit(f"{args.config}: its scenes carry no ground-truth point labels (synthetic scenes do)")
+        parser.exit(2, f"{args.config}: its scenes carry no ground-truth point labels (synthetic scenes do)\n")
     rows = [probe(cfg, dataset, voxel, seed, args.steps) for voxel in args.voxel_sizes for seed in args.seeds]
     names = list(dataset.classes.names)
     print("| voxel (m) | seed | mIoU at the links | " + " | ".join(names) + " |")
