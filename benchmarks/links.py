@@ -5,6 +5,9 @@ labels at the links against the scenes' ground truth (synthetic scenes):
 - the share of the 3D->2D weight (3D teacher max prob x reconstruction confidence, as in L_C2D, counted at every
   link: before the rule that drops pixels the 2D teacher calls sky, whose share is reported apart) that goes to
   correct labels, to fixes (2D teacher wrong, 3D right) and to harms (2D teacher right, 3D wrong);
+- the same for the 2D->3D weight (2D teacher max prob x reconstruction confidence; fixes: 3D teacher wrong, 2D
+  right), and both again under `method.cmc_more_confident` (where the teachers' classes differ, only the more
+  confident one teaches), whatever the run was trained with;
 - per class of the 2D teacher, at the links where the 3D teacher says otherwise: how often each is right.
 
     .venv/bin/python benchmarks/links.py RUN [--batches 12] [--json OUT.json]
@@ -60,12 +63,32 @@ def summarise(at: dict, names: list[str]) -> dict:
            "acc_3d_teacher": round(float(right3.float().mean()), 4),
            "weight_3d_to_2d": {"correct": share(right3), "fixes": share(right3 & ~right2),
                                "harms": share(~right3 & right2),
-                               "on_pixels_the_2d_teacher_calls_no3d": share(no3d_sky)}, "disagreements": {}}
+                               "on_pixels_the_2d_teacher_calls_no3d": share(no3d_sky)},
+           "rules": rule_shares(at, known), "disagreements": {}}
     for c, name in enumerate(names):
         m = (y2 == c) & (y3 != y2)
         if m.any():
             out["disagreements"][name] = {"links": int(m.sum()), "3d_right": round(float(right3[m].float().mean()), 3),
                                           "2d_right": round(float(right2[m].float().mean()), 3)}
+    return out
+
+
+def rule_shares(at: dict, known: torch.Tensor) -> dict:
+    """Fixes and harms of each CMC direction as shares of its Rewis3d weight (sky pixels excluded, as trained),
+    under Rewis3d's weighting and under method.cmc_more_confident."""
+    y2, y3, p2, p3, conf, truth = (at[k][known] for k in ("y2", "y3", "p2", "p3", "conf", "truth"))
+    usable = ~at["no3d"][known]
+    agree = y2 == y3
+    directions = {"3d_to_2d": (p3, y3, y2, agree | (p3 > p2)), "2d_to_3d": (p2, y2, y3, agree | (p2 >= p3))}
+    out = {}
+    for name, (prob, teacher, other, more_confident) in directions.items():
+        weight = prob * conf * usable
+        total = weight.sum()
+        fixes, harms = (teacher == truth) & (other != truth), (teacher != truth) & (other == truth)
+        for rule, w in (("rewis3d", weight), ("more_confident", weight * more_confident)):
+            out[f"{name}/{rule}"] = {"weight": round(float(w.sum() / total), 4),
+                                     "fixes": round(float((w * fixes).sum() / total), 4),
+                                     "harms": round(float((w * harms).sum() / total), 4)}
     return out
 
 
@@ -97,6 +120,9 @@ def main() -> None:
           f"(2D) / {result['acc_3d_teacher']:.3f} (3D)")
     print(f"3D->2D weight: correct {w['correct']:.3f}, fixes {w['fixes']:.4f}, harms {w['harms']:.4f}, on pixels "
           f"the 2D teacher calls a class without 3D {w['on_pixels_the_2d_teacher_calls_no3d']:.4f}")
+    print("| direction / rule | weight kept | fixes | harms |\n|---|---|---|---|")
+    for name, d in result["rules"].items():
+        print(f"| {name} | {d['weight']:.3f} | {d['fixes']:.4f} | {d['harms']:.4f} |")
     print("| 2D teacher's class | links where the 3D teacher disagrees | 3D right | 2D right |\n|---|---|---|---|")
     for name, d in result["disagreements"].items():
         print(f"| {name} | {d['links']} | {d['3d_right']:.2f} | {d['2d_right']:.2f} |")

@@ -1,10 +1,11 @@
 """What the 3D network alone can learn from a benchmark's scenes: it trains on the accumulated weak labels only
 (no 2D, no CMC) and is scored per class against the scenes' ground truth at the links, the points whose labels
 cross-modal consistency would hand to the 2D network. A cheap probe (minutes, not the hour of a rewis3d run) for
-3D settings such as the voxel size: a class the 3D network cannot learn here is a class its teacher will push
-the 2D network away from.
+3D settings such as the voxel size or class-balanced CE (`--class-balance P`: rewis3d's method.class_balance_3d):
+a class the 3D network cannot learn here is a class its teacher will push the 2D network away from.
 
     .venv/bin/python benchmarks/net3d_labels.py RUN/config.yaml --voxel-sizes 0.25 0.1 --seeds 0 1 --steps 300
+    .venv/bin/python benchmarks/net3d_labels.py RUN/config.yaml --voxel-sizes 0.25 --class-balance 0 0.5
 
 RUN/config.yaml: the resolved config of a rewis3d run of benchmarks/quality.py (it names the scenes and the 3D
 network); the 3D optimiser is AdamW with OneCycle at optim3d.lr, batch data.batch_size, one torch thread.
@@ -27,14 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recon.errors import InputError  # noqa: E402
 from rewis.config import load_config  # noqa: E402
 from rewis.data import TrainDataset, collate  # noqa: E402
-from rewis.losses import ClassMap  # noqa: E402
+from rewis.losses import ClassMap, class_balanced_weights  # noqa: E402
 from rewis.modes.rewis3d import build_net3d  # noqa: E402
 from segment.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
 
 EVAL_BATCHES = 15
 
 
-def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int) -> dict:
+def class_weights(dataset: TrainDataset, classmap: ClassMap, power: float) -> torch.Tensor:
+    """The class-balanced CE weights rewis3d's method.class_balance_3d = power gives the 3D network."""
+    from rewis.modes.rewis3d import weak_counts_3d
+
+    return class_balanced_weights(weak_counts_3d(dataset.scenes, classmap), power)
+
+
+def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int, balance: float = 0.0) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cfg.net3d.voxel_size = voxel
@@ -44,11 +52,13 @@ def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int) -> di
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim3d.lr, weight_decay=cfg.optim3d.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.optim3d.lr, total_steps=steps, pct_start=0.15)
     batch_size = cfg.data.batch_size
+    weights = class_weights(dataset, classmap, balance) if balance else None
     start = time.perf_counter()
     for _ in range(steps):
         points = collate([dataset[int(i)] for i in rng.integers(0, len(dataset), batch_size)])["points"]
         logits = net(points["xyz_aug"], points["rgb"], points["batch"])["logits"]
-        loss = torch.nn.functional.cross_entropy(logits, classmap.to_3d(points["weak"]), ignore_index=255)
+        loss = torch.nn.functional.cross_entropy(logits, classmap.to_3d(points["weak"]), weights,
+                                                 ignore_index=255)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -63,7 +73,8 @@ def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int) -> di
             pred = classmap.from_3d(net(points["xyz"], points["rgb"], points["batch"])["logits"].argmax(1))[linked]
             confusion += confusion_matrix(pred, points["truth"][linked], n)
     iou = iou_per_class(confusion) * 100
-    return {"voxel": voxel, "seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 1),
+    return {"voxel": voxel, "seed": seed, "steps": steps, "class_balance": balance,
+            "minutes": round((time.perf_counter() - start) / 60, 1),
             "miou": round(100 * mean_iou(confusion), 2),
             "iou": {name: round(float(v), 1) for name, v in zip(classes.names, iou)}}
 
@@ -74,6 +85,8 @@ def main() -> None:
     parser.add_argument("--voxel-sizes", type=float, nargs="+", default=[0.25, 0.1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--class-balance", type=float, nargs="+", default=[0.0],
+                        help="powers p of class-balanced CE weights (label share ** -p); 0: plain CE")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -84,13 +97,14 @@ def main() -> None:
         parser.exit(2, f"{error}\n")
     if not dataset.scenes or dataset.scenes[0].cloud.label is None:
         parser.exit(2, f"{args.config}: its scenes carry no ground-truth point labels (synthetic scenes do)\n")
-    rows = [probe(cfg, dataset, voxel, seed, args.steps) for voxel in args.voxel_sizes for seed in args.seeds]
+    rows = [probe(cfg, dataset, voxel, seed, args.steps, balance) for voxel in args.voxel_sizes
+            for balance in args.class_balance for seed in args.seeds]
     names = list(dataset.classes.names)
-    print("| voxel (m) | seed | mIoU at the links | " + " | ".join(names) + " |")
-    print("|---" * (3 + len(names)) + "|")
+    print("| voxel (m) | class balance | seed | mIoU at the links | " + " | ".join(names) + " |")
+    print("|---" * (4 + len(names)) + "|")
     for r in rows:
         cells = " | ".join(f"{r['iou'][k]:.1f}" for k in names)
-        print(f"| {r['voxel']} | {r['seed']} | {r['miou']:.2f} | {cells} |")
+        print(f"| {r['voxel']} | {r['class_balance']} | {r['seed']} | {r['miou']:.2f} | {cells} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"config": str(args.config), "machine": f"{platform.machine()} "

@@ -4,6 +4,7 @@
   w_T the share of all teacher outputs whose max prob >= threshold.
 - `weighted_ce`: sum_i c_i CE(s_i, y_i) / sum_i c_i, the cross-modal consistency (CMC) loss.
 - `ramp`: the lambda schedule of CMC.
+- `class_balanced_weights`: per-class CE weights from label counts (rare classes weigh more).
 - `ClassMap`: class ids <-> 3D head outputs when some classes (sky) have no 3D geometry.
 """
 
@@ -47,12 +48,14 @@ def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 def partial_consistency(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                         beta: float = 0.5, threshold: float = 0.95, kl_over_classes: bool = False,
-                        ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ce_term, consistency_term, w_T): ce_term = (1 - beta) CE over labeled elements, consistency_term =
-    beta * w_T * KL over unlabeled elements. Their sum is L_base."""
+                        ignore_index: int = IGNORE_INDEX, class_weight: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ce_term, consistency_term, w_T): ce_term = (1 - beta) CE over labeled elements (with `class_weight`: the
+    mean weighted by the weight of each element's class), consistency_term = beta * w_T * KL over unlabeled
+    elements. Their sum is L_base."""
     labeled = target != ignore_index
     if labeled.any():
-        ce = F.cross_entropy(student_logits[labeled].float(), target[labeled])
+        ce = F.cross_entropy(student_logits[labeled].float(), target[labeled], class_weight)
     else:
         ce = zero_like_graph(student_logits)
     w_t = reliability(teacher_logits.detach(), threshold)
@@ -70,6 +73,14 @@ def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     w = weight[keep].float()
     ce = F.cross_entropy(logits[keep].float(), target[keep], reduction="none")
     return (w * ce).sum() / w.sum()
+
+
+def class_balanced_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
+    """Per class, from how many labeled elements each has: share ** -power, scaled to average 1 over the labeled
+    elements (the loss keeps its size); 0 for a class without any."""
+    share = counts.float() / counts.sum().clamp(min=1)
+    weights = torch.where(counts > 0, share.clamp(min=1e-12) ** -power, torch.zeros_like(share))
+    return weights / (weights * share).sum().clamp(min=1e-12)
 
 
 def soft_targets(teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_train_data import CLASSES, TINY
+from test_train_data import CLASSES, TINY, tiny_config, tiny_scene  # noqa: F401  (fixture)
 
 from recon.errors import InputError
 from rewis.ema import ema_decay, ema_update
@@ -109,6 +109,40 @@ def test_cmc_hand_case(tmp_path):
     assert l2n.item() == pytest.approx((0.8 * LN(3) + 0.5 * LN(4) + 0.9 * LN(3)) / (0.8 + 0.5 + 0.9), rel=1e-5)
 
 
+def test_cmc_more_confident_teacher_teaches_where_they_disagree():
+    """method.cmc_more_confident: at a link where the teachers' classes differ, only the more confident one
+    teaches the other student; where they agree both do, as in Rewis3d."""
+    from rewis.config import load_config
+    from rewis.modes.rewis3d import Rewis3dMode
+
+    mode = Rewis3dMode(load_config(TINY, []), CLASSES)  # classes ground, box, sky (no 3D)
+    # three pixels, each with a point: A (3D surer), B (2D surer), C (both say ground)
+    s2 = torch.zeros(1, 3, 1, 3)
+    t2 = torch.zeros(1, 3, 1, 3)
+    t2[0, :, 0, 0] = torch.tensor([LN(3), 0.0, 0.0])  # A: ground .6
+    t2[0, :, 0, 1] = torch.tensor([0.0, LN(18), 0.0])  # B: box .9
+    t2[0, :, 0, 2] = torch.tensor([LN(2), 0.0, -20.0])  # C: ground ~2/3
+    s3 = torch.zeros(3, 2)
+    t3 = torch.tensor([[0.0, LN(4)], [LN(7 / 3), 0.0], [LN(3), 0.0]])  # A: box .8, B: ground .7, C: ground .75
+    pts = {"conf": torch.ones(3)}
+    links = {"batch": torch.zeros(3, dtype=torch.long), "v": torch.zeros(3, dtype=torch.long),
+             "u": torch.tensor([0, 1, 2]), "point": torch.tensor([0, 1, 2])}
+    ce2, ce3 = LN(3), LN(2)  # the students' uniform logits: CE is the same whatever the label
+    l2, l3 = mode.cmc(s2, t2, s3, t3, pts, links, None)
+    assert l2.item() == pytest.approx(ce2) and l3.item() == pytest.approx(ce3)
+    s3 = torch.zeros(3, 2, requires_grad=True)
+    s2 = s2.requires_grad_()
+    mode.cfg.method.cmc_more_confident = True
+    l2, l3 = mode.cmc(s2, t2, s3, t3, pts, links, None)
+    (l2 + l3).backward()
+    # 3D -> 2D: A (3D surer) and C (agreement); the 2D student gets nothing at B
+    assert s2.grad[0, :, 0, 1].abs().sum() == 0 and s2.grad[0, :, 0, 0].abs().sum() > 0
+    assert s2.grad[0, :, 0, 2].abs().sum() > 0
+    # 2D -> 3D: B (2D surer) and C; the 3D student gets nothing at A
+    assert s3.grad[0].abs().sum() == 0 and s3.grad[1].abs().sum() > 0 and s3.grad[2].abs().sum() > 0
+    assert mode.logs["links/disagree_share"].item() == pytest.approx(2 / 3)
+
+
 def test_3d_teacher_follows_its_own_ema_cap():
     """method.ema_max_3d caps only the 3D teacher's EMA weight; the 2D teacher keeps ema_max."""
     from types import SimpleNamespace
@@ -182,3 +216,49 @@ def test_fp16_two_optimizers_share_one_scaler_correctly():
     assert torch.equal(a.detach(), torch.zeros(2))  # overflowed: skipped
     assert torch.allclose(b.detach(), torch.full((2,), -3.0))  # gradient 3, unscaled by 1024, lr 1
     assert scaler.get_scale() == 512.0
+
+
+def test_class_balanced_weights_by_hand():
+    from rewis.losses import class_balanced_weights
+
+    # shares .8 / .2 / none: share ** -.5 = 1.118 / 2.236, scaled so that .8 w0 + .2 w1 = 1
+    norm = 0.8 ** 0.5 + 0.2 ** 0.5
+    w = class_balanced_weights(torch.tensor([80, 20, 0]), 0.5)
+    assert w.tolist() == pytest.approx([0.8 ** -0.5 / norm, 0.2 ** -0.5 / norm, 0.0], rel=1e-6)
+    w1 = class_balanced_weights(torch.tensor([80, 20, 0]), 1.0)  # power 1: every class weighs the same in total
+    assert w1.tolist() == pytest.approx([0.625, 2.5, 0.0])
+    assert class_balanced_weights(torch.tensor([5, 5]), 0.5).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_partial_consistency_class_weight():
+    """With class weights the CE term is the class-weighted mean over labeled elements."""
+    student = torch.zeros(3, 2)
+    student[0, 0] = LN(3)  # p = (.75, .25)
+    target = torch.tensor([0, 1, 255])
+    ce, _, _ = partial_consistency(student, student, target, beta=0.0, class_weight=torch.tensor([1.0, 3.0]))
+    assert ce.item() == pytest.approx((1 * -LN(0.75) + 3 * LN(2)) / 4, rel=1e-6)
+
+
+def test_rewis3d_weighs_3d_classes_by_the_training_scenes_labels(tiny_scene, tmp_path):  # noqa: F811
+    from rewis.modes.rewis3d import Rewis3dMode, weak_counts_3d
+
+    cfg = tiny_config(*tiny_scene, tmp_path / "run", "method.class_balance_3d=0.5")
+    mode = Rewis3dMode(cfg, CLASSES)
+    assert mode.class_weight_3d is None
+    train, _, _ = mode.make_datasets()
+    counts = weak_counts_3d(train.scenes, mode.classmap)  # ground, box (sky has no 3D output)
+    assert len(counts) == 2 and counts.min() > 0
+    share = counts.float() / counts.sum()
+    assert mode.class_weight_3d.tolist() == pytest.approx((share ** -0.5 / (share ** 0.5).sum()).tolist(), rel=1e-5)
+    assert (mode.class_weight_3d[share.argmin()] > 1) and (mode.class_weight_3d[share.argmax()] < 1)
+    # and the 3D weak-label CE uses them (the same batch and networks give another loss without them)
+    from rewis.data import collate
+    from rewis.modes import StepInfo
+
+    batch = collate([train[0], train[1]])
+    info = StepInfo(step=0, epoch=0, step_in_epoch=0, steps_per_epoch=1, stage="train", max_steps=1)
+    torch.manual_seed(0)
+    weighted = mode.losses(batch, info)["3d/ce"].item()
+    mode.class_weight_3d = None
+    torch.manual_seed(0)
+    assert mode.losses(batch, info)["3d/ce"].item() != pytest.approx(weighted, rel=1e-4)

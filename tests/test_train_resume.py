@@ -45,7 +45,8 @@ def test_mode_trains_with_finite_losses(mode, tiny_scene, tmp_path):  # noqa: F8
 
 @pytest.mark.parametrize("mode,extra", [("ema", ["run.grad_accum=2"]),
                                         ("rewis3d", ["method.sky_teacher=true", "net3d.kind=sparse_unet",
-                                                     "net3d.voxel_size=0.2", "net3d.channels=8"])])
+                                                     "net3d.voxel_size=0.2", "net3d.channels=8",
+                                                     "method.class_balance_3d=0.5", "method.cmc_more_confident=true"])])
 def test_killed_run_resumes_exactly(mode, extra, tiny_scene, tmp_path, monkeypatch):  # noqa: F811
     from rewis import trainer as trainer_module
     from rewis.trainer import Trainer, train

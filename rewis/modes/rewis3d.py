@@ -10,6 +10,10 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
   (a sky pixel with a point, e.g. at a roof's edge, would otherwise always be told "building"). Optional sky
   teacher (a frozen copy of the 2D teacher taken at cmc_start) labels pixels without a point whose sky-teacher
   class has no 3D geometry, weighted by its max prob.
+- With method.class_balance_3d = p > 0, the 3D weak-label CE weighs each class by its share of the training
+  scenes' labeled points ** -p.
+- With method.cmc_more_confident, at a link where the teachers' classes differ only the more confident teacher
+  teaches (its max prob is higher): the other direction's weight there is 0.
 - L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
   (lambda_3D from cmc_3d_start when set).
 Inference and export: the 2D student alone.
@@ -17,11 +21,13 @@ Inference and export: the 2D student alone.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from rewis.ema import make_teacher, teacher_mode
-from rewis.losses import ClassMap, partial_consistency, ramp, soft_targets, weighted_ce
+from rewis.losses import (IGNORE_INDEX, ClassMap, class_balanced_weights, partial_consistency, ramp, soft_targets,
+                          weighted_ce)
 from rewis.modes import StepInfo, adamw
 from rewis.modes.ema import EMAMode
 
@@ -55,6 +61,15 @@ def build_net3d(cfg, num_classes: int) -> nn.Module:
     return PointMLP(6, num_classes, cfg.channels)
 
 
+def weak_counts_3d(scenes, classmap: ClassMap) -> torch.Tensor:
+    """Labeled points per 3D class over scenes' accumulated weak labels."""
+    counts = torch.zeros(classmap.num_3d, dtype=torch.long)
+    for scene in scenes:
+        weak = classmap.to_3d(torch.from_numpy(scene.cloud.weak_label.astype(np.int64)))
+        counts += torch.bincount(weak[weak != IGNORE_INDEX], minlength=classmap.num_3d)
+    return counts
+
+
 def run_net3d(net: nn.Module, xyz: torch.Tensor, rgb: torch.Tensor, batch: torch.Tensor) -> dict:
     return net(xyz, rgb, batch)
 
@@ -68,9 +83,17 @@ class Rewis3dMode(EMAMode):
         self.students["3d"] = build_net3d(cfg.net3d, self.classmap.num_3d)
         self.teachers["3d"] = make_teacher(self.students["3d"])
         self.sky = None
+        self.class_weight_3d = None  # set by make_datasets when method.class_balance_3d > 0
         if cfg.method.sky_teacher and self.classmap.no_3d:
             self.teachers["sky"] = make_teacher(self.students["2d"])
             self.sky = SkyState()
+
+    def make_datasets(self):
+        train, val, collate = super().make_datasets()
+        power = self.cfg.method.class_balance_3d
+        if power:
+            self.class_weight_3d = class_balanced_weights(weak_counts_3d(train.scenes, self.classmap), power)
+        return train, val, collate
 
     def optimizers(self, total_steps: int) -> dict:
         return {"2d": adamw(self.students["2d"], self.cfg.optim2d, total_steps),
@@ -94,8 +117,9 @@ class Rewis3dMode(EMAMode):
         with torch.no_grad():
             teacher3d = teacher_mode(self.teachers["3d"], m.teacher_train_mode)
             t3 = run_net3d(teacher3d, pts["xyz"], pts["rgb"], pts["batch"])["logits"]
+        weight = None if self.class_weight_3d is None else self.class_weight_3d.to(s3.device)
         ce3, cons3, w3 = partial_consistency(s3, t3, self.classmap.to_3d(pts["weak"]), m.beta,
-                                             m.reliability_threshold, kl_over_classes=False)
+                                             m.reliability_threshold, kl_over_classes=False, class_weight=weight)
         out["3d/ce"], out["3d/consistency"] = ce3, cons3
         self.logs["3d/w_T"] = w3.detach()
         # cross-modal consistency
@@ -121,16 +145,19 @@ class Rewis3dMode(EMAMode):
         s2_px = s2.permute(0, 2, 3, 1)[b, v, u]  # (L, C) student 2D logits at the linked pixels
         t2_px = t2.permute(0, 2, 3, 1)[b, v, u]
         r = pts["conf"][p] if m.use_recon_conf else torch.ones_like(pts["conf"][p])
-        # 2D -> 3D
         y2, p2 = soft_targets(t2_px)
-        c3 = (p2 if m.use_pred_conf else torch.ones_like(p2)) * r
-        l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
-        # 3D -> 2D
         y3, p3 = soft_targets(t3[p])
         y3 = self.classmap.from_3d(y3)
-        c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r
+        c3 = (p2 if m.use_pred_conf else torch.ones_like(p2)) * r  # 2D -> 3D
+        c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r  # 3D -> 2D
         if not m.no3d_pixels_from_3d:
             c2 = c2 * ~self.classmap.no_3d_mask(y2)
+        if m.cmc_more_confident:
+            agree = y2 == y3
+            c3 = c3 * (agree | (p2 >= p3))
+            c2 = c2 * (agree | (p3 > p2))
+            self.logs["links/disagree_share"] = (~agree).float().mean() if len(agree) else 0.0
+        l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
         self.log_diagnostics(y2, y3, pts, p, s2.shape)
         logits, target, weight = [s2_px], [y3], [c2]
         if self.sky is not None and self.sky.taken:
