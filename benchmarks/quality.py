@@ -9,8 +9,9 @@ rgbd` from the ground-truth depth ("real 3D") -> training at one budget
 Runs (each a `python -m rewis.train` child process, `--workers` at a time, one torch thread each):
 - full (dense labels), ema and rewis3d (reconstructed 3D) with scribbles, over every training seed (--seeds);
 - rewis3d with real 3D, and ema / rewis3d with points and coarse labels, with the first seed.
-Everything lands in --work and is reused when it exists, so an interrupted benchmark continues. Prints a table
-and writes --json.
+Everything lands in --work and is reused when it exists, so an interrupted benchmark continues; a finished run
+whose saved config differs from what its job would run with now (a changed default, another --set) stops the
+benchmark with exit code 2 before anything runs (give another --tag). Prints a table and writes --json.
 
     python benchmarks/quality.py [--presets street room] [--seeds 0 1] [--workers 2] [--steps N]
 
@@ -175,21 +176,55 @@ def seed_span(seeds: list[int]) -> str:
     return "_".join(map(str, seeds))
 
 
-def run_job(job: Job, data: dict, args) -> dict:
+# settings that do not change a run's result: a finished run made with others is still reused
+REUSE_IGNORES = {"data.num_workers", "run.progress", "run.logger", "run.cpu_threads", "run.export"}
+
+
+def changed_settings(job: Job, data: dict, args) -> list[str]:
+    """Dotted keys whose value in a finished run's config.yaml differs from what the job would run with now (a
+    changed default, another --set): such a run must not pass for this one. [] when the run is not finished."""
+    import yaml
+
+    from rewis.config import load_config, to_dict
+
     run_dir = run_dir_of(job, args)
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text())
+    if not (run_dir / "summary.json").is_file():
+        return []
+    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    wanted = flatten(to_dict(load_config(args.config, job_overrides(job, data, args))))
+    return [k for k in sorted(saved.keys() | wanted.keys())
+            if k not in REUSE_IGNORES and saved.get(k, "<absent>") != wanted.get(k, "<absent>")]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def job_overrides(job: Job, data: dict, args) -> list[str]:
     space = job.space if job.space != "-" else "recon"
     kind = job.kind if job.kind != "dense" else "scribbles"
     scenes = data["scenes"][(space, kind)]
-    overrides = [f"mode={job.mode}", f"seed={job.seed}", f"run.out={run_dir}", "run.progress=false",
+    overrides = [f"mode={job.mode}", f"seed={job.seed}", f"run.out={run_dir_of(job, args)}", "run.progress=false",
                  "run.cpu_threads=1", "run.export=false", f"data.weak_kind={kind}",
                  f"data.train=[{','.join(map(str, scenes))}]", f"data.val=[{','.join(map(str, data['val']))}]"]
     overrides += PRESET_OVERRIDES[job.preset]
     if args.steps:
         overrides.append(f"run.max_steps={args.steps}")
-    overrides += args.extra
+    return overrides + args.extra
+
+
+def run_job(job: Job, data: dict, args) -> dict:
+    run_dir = run_dir_of(job, args)
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    overrides = job_overrides(job, data, args)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     t = time.perf_counter()
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -259,6 +294,13 @@ def main(argv=None) -> int:
         if args.prepare_only:
             print(f"[quality] data ready in {time.perf_counter() - start:.0f} s under {args.work}", file=sys.stderr)
             return 0
+        stale = [(j, keys) for j in jobs if (keys := changed_settings(j, data[j.preset], args))]
+        for job, keys in stale:
+            print(f"error: {run_dir_of(job, args)} is a finished run made with other settings ({', '.join(keys[:4])}"
+                  f"{' ...' if len(keys) > 4 else ''}); give another --tag, or remove that folder to run it again",
+                  file=sys.stderr)
+        if stale:
+            return 2
         print(f"[quality] data ready in {time.perf_counter() - start:.0f} s; {len(jobs)} runs, {args.workers} at a "
               "time", file=sys.stderr, flush=True)
         with ThreadPoolExecutor(args.workers) as pool:

@@ -65,3 +65,29 @@ def test_summary_with_and_without_a_full_run(quality):
     table = quality.summarise({"room": runs})["room"]
     assert table["rewis3d_minus_ema"] == 4.0
     assert table["criterion"] == {"rewis3d >= ema + 3": True, "rewis3d SS/FS >= 90": True, "ema SS/FS < 90": True}
+
+
+def test_a_finished_run_made_with_other_settings_is_not_reused(quality, tmp_path):
+    """A changed default or another --set must not let an old run pass for the new one; the loader worker count,
+    which changes no result, may differ."""
+    import yaml
+
+    from rewis.config import dump_config, load_config
+
+    args = quality.parse_args(["--work", str(tmp_path), "--config", str(ROOT / "configs" / "quality_gpu.yaml"),
+                               "--set", "data.num_workers=1"])
+    job = quality.jobs_for("street", args)[0]
+    data = {"scenes": {("recon", "scribbles"): [tmp_path / "scene0"]}, "val": [tmp_path / "val0"]}
+    run = quality.run_dir_of(job, args)
+    assert quality.changed_settings(job, data, args) == []  # not finished: nothing to compare
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    cfg = load_config(args.config, quality.job_overrides(job, data, args))
+    (run / "config.yaml").write_text(dump_config(cfg))
+    assert quality.changed_settings(job, data, args) == []
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["data"]["num_workers"] = 4
+    saved["method"]["lambda_2d"] = 0.2
+    del saved["method"]["class_balance_3d"]  # a run from before the setting existed
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert quality.changed_settings(job, data, args) == ["method.class_balance_3d", "method.lambda_2d"]
