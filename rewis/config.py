@@ -215,6 +215,9 @@ def validate(cfg: Config) -> None:
         raise InputError(f"{cfg.source or 'config'}: run.max_steps, run.grad_accum and data.batch_size must be >= 1")
     if not 0 < cfg.data.in_view_share <= 1 or cfg.data.num_points < 1:
         raise InputError(f"{cfg.source or 'config'}: data.in_view_share must be in (0, 1], data.num_points >= 1")
+    if not 0 <= cfg.method.class_balance_3d <= 1:
+        raise InputError(f"{cfg.source or 'config'}: method.class_balance_3d is {cfg.method.class_balance_3d}; use a "
+                         "power in [0, 1] (0: plain CE, 0.5: the default, 1: every class weighs the same)")
     if cfg.data.val and cfg.data.crop[0] != cfg.data.height and cfg.model2d.pretrained is None:
         import warnings
 

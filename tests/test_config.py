@@ -53,6 +53,9 @@ def test_wrong_type_and_choice(tmp_path):
     p.write_text("mode: magic\n")
     with pytest.raises(InputError, match=r"'mode'.*full"):
         load_config(p)
+    p.write_text("method:\n  class_balance_3d: -1\n")
+    with pytest.raises(InputError, match=r"method.class_balance_3d is -1.*\[0, 1\]"):
+        load_config(p)
 
 
 def test_two_levels_of_inheritance_refused(tmp_path):
