@@ -29,17 +29,10 @@ from recon.errors import InputError  # noqa: E402
 from rewis.config import load_config  # noqa: E402
 from rewis.data import TrainDataset, collate  # noqa: E402
 from rewis.losses import ClassMap, class_balanced_weights  # noqa: E402
-from rewis.modes.rewis3d import build_net3d  # noqa: E402
+from rewis.modes.rewis3d import build_net3d, weak_counts_3d  # noqa: E402
 from segment.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
 
 EVAL_BATCHES = 15
-
-
-def class_weights(dataset: TrainDataset, classmap: ClassMap, power: float) -> torch.Tensor:
-    """The class-balanced CE weights rewis3d's method.class_balance_3d = power gives the 3D network."""
-    from rewis.modes.rewis3d import weak_counts_3d
-
-    return class_balanced_weights(weak_counts_3d(dataset.scenes, classmap), power)
 
 
 def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int, balance: float = 0.0) -> dict:
@@ -52,7 +45,7 @@ def probe(cfg, dataset: TrainDataset, voxel: float, seed: int, steps: int, balan
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim3d.lr, weight_decay=cfg.optim3d.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.optim3d.lr, total_steps=steps, pct_start=0.15)
     batch_size = cfg.data.batch_size
-    weights = class_weights(dataset, classmap, balance) if balance else None
+    weights = class_balanced_weights(weak_counts_3d(dataset.scenes, classmap), balance) if balance else None
     start = time.perf_counter()
     for _ in range(steps):
         points = collate([dataset[int(i)] for i in rng.integers(0, len(dataset), batch_size)])["points"]

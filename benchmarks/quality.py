@@ -185,25 +185,15 @@ def changed_settings(job: Job, data: dict, args) -> list[str]:
     changed default, another --set): such a run must not pass for this one. [] when the run is not finished."""
     import yaml
 
-    from rewis.config import load_config, to_dict
+    from rewis.config import flat_dict, load_config, to_dict
 
     run_dir = run_dir_of(job, args)
     if not (run_dir / "summary.json").is_file():
         return []
-    saved = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    wanted = flatten(to_dict(load_config(args.config, job_overrides(job, data, args))))
+    saved = flat_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    wanted = flat_dict(to_dict(load_config(args.config, job_overrides(job, data, args))))
     return [k for k in sorted(saved.keys() | wanted.keys())
             if k not in REUSE_IGNORES and saved.get(k, "<absent>") != wanted.get(k, "<absent>")]
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def job_overrides(job: Job, data: dict, args) -> list[str]:

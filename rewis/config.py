@@ -408,6 +408,17 @@ def to_dict(cfg) -> dict:
     return out
 
 
+def flat_dict(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a nested config dict keyed by dotted names."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def dump_config(cfg: Config) -> str:
     head = f"# resolved rewis config (from {cfg.source or 'code'}); train again with: rewis train THIS.yaml\n"
     return head + yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from recon.errors import InputError
-from rewis.config import Config, save_config, to_dict
+from rewis.config import Config, flat_dict, save_config, to_dict
 from rewis.modes import MODES, Mode, StepInfo
 
 CHECKPOINTS = "checkpoints"
@@ -160,7 +160,9 @@ class Trainer:
             acc.step = 0  # checkpoints sit on optimizer-step boundaries
             self._truncate_metrics(self.state.step)
         if acc.log_with:
-            acc.init_trackers("rewis", config=_flat(to_dict(cfg)))
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                       for k, v in flat_dict(to_dict(cfg)).items()}
+            acc.init_trackers("rewis", config=hparams)
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.run.max_steps, initial=self.state.step, desc=f"train {cfg.mode}", unit="step",
@@ -355,16 +357,6 @@ def step_unscaled(optimizers: list, scaler) -> None:
     for opt in optimizers:
         scaler.step(opt)
     scaler.update()
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
 
 
 def train(cfg: Config, resume: str | None = None) -> dict:
