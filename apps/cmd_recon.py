@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the scale; the ground plane under the cameras turns it into metres, so voxel sizes in "
                         "training configs mean metres. 0 keeps SfM's arbitrary units")
     g.add_argument("--max-features", type=int, default=8192)
-    g.add_argument("--mapper", choices=("incremental", "global"), default="incremental")
+    g.add_argument("--mapper", choices=("auto", "incremental", "global"), default="auto",
+                   help="first SfM attempt; auto: global with --use-intrinsics (more accurate poses on forward "
+                        "drives), else incremental (the global mapper needs a usable focal length)")
     g.add_argument("--no-robust", dest="robust", action="store_false",
                    help="one mapping attempt only (no retries, relaxed initialisation or fallback)")
     g.add_argument("--min-registered", type=float, default=0.5, help="fail below this registered fraction")

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_TILT_DEG = 30.0  # ground normal within this angle of the cameras' up direction
+# A camera carried along the ground travels parallel to it: along an elongated trajectory only planes that contain
+# the travel direction are candidates. Without that, depth noise on a drive's far road tilted the plane by ~5 deg,
+# so the cameras stood 1.9 m above it at one end and 1.3 m at the other, and the median made the street scenes
+# 5-24 % too small (benchmarks/RESULTS.md, session 8).
+ELONGATED = 3.0  # trajectory spread along its main axis over the spread across it, for a travel direction
 INLIER_FRACTION_OF_DEPTH = 0.01  # RANSAC inlier band = 1 % of the median camera-to-point distance
 MIN_GROUND_POINTS = 30
 
@@ -46,7 +51,8 @@ def fit_ground(xyz: np.ndarray, cam_from_world: np.ndarray, iterations: int = 20
                max_points: int = 20000) -> GroundFit | None:
     """The ground under the cameras: the near-horizontal plane below the cameras with the most points (RANSAC,
     then least squares on its inliers, twice); a lower plane parallel to it with a third as many points wins
-    (a floor under a table top)."""
+    (a floor under a table top). Along an elongated trajectory only planes parallel to the travel direction
+    are candidates."""
     xyz = np.asarray(xyz, np.float64)
     cam_from_world = np.asarray(cam_from_world, np.float64)
     if len(xyz) < MIN_GROUND_POINTS or len(cam_from_world) == 0:
@@ -60,7 +66,8 @@ def fit_ground(xyz: np.ndarray, cam_from_world: np.ndarray, iterations: int = 20
     below = xyz[(xyz - centre) @ up < 0]  # the ground is below the cameras
     if len(below) < MIN_GROUND_POINTS:
         return None
-    normals, offsets = _hypotheses(below, up, iterations, rng)
+    travel = travel_direction(centres)
+    normals, offsets = _hypotheses(below, up, iterations, rng, travel)
     if len(normals) == 0:
         return None
     counts = (np.abs(below @ normals.T + offsets) <= band).sum(0)
@@ -74,17 +81,30 @@ def fit_ground(xyz: np.ndarray, cam_from_world: np.ndarray, iterations: int = 20
     normal, offset = normals[k], offsets[k]
     for _ in range(2):
         inliers = below[np.abs(below @ normal + offset) <= band]
-        normal, offset = _refine(inliers, normal)
+        normal, offset = _refine(inliers, normal, travel)
     height = float(np.median(centres @ normal + offset))
     if height <= 0:
         return None
     return GroundFit(normal=normal, offset=offset, inliers=len(inliers), camera_height=height)
 
 
-def _hypotheses(points: np.ndarray, up: np.ndarray, count: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Planes through random point triples, normals towards `up`, within MAX_TILT_DEG of it."""
+def travel_direction(centres: np.ndarray) -> np.ndarray | None:
+    """Unit main axis of the camera centres when the trajectory is elongated (a drive, a walk), else None."""
+    if len(centres) < 3:
+        return None
+    spread = np.linalg.svd(centres - centres.mean(0), full_matrices=False)
+    if spread[1][0] <= 1e-9 or spread[1][0] < ELONGATED * spread[1][1]:
+        return None
+    return spread[2][0]
+
+
+def _hypotheses(points: np.ndarray, up: np.ndarray, count: int, rng,
+                travel: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Planes through random point triples, or through point pairs and the travel direction when there is one;
+    normals towards `up`, within MAX_TILT_DEG of it."""
     sample = points[rng.integers(0, len(points), size=(count, 3))]  # (K, 3 points, 3)
-    normals = np.cross(sample[:, 1] - sample[:, 0], sample[:, 2] - sample[:, 0])
+    second = travel[None] if travel is not None else sample[:, 2] - sample[:, 0]
+    normals = np.cross(sample[:, 1] - sample[:, 0], second)
     length = np.linalg.norm(normals, axis=1)
     ok = length > 1e-12
     normals = normals[ok] / length[ok, None]
@@ -94,10 +114,14 @@ def _hypotheses(points: np.ndarray, up: np.ndarray, count: int, rng) -> tuple[np
     return normals[flat], offsets[flat]
 
 
-def _refine(points: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares plane through the inliers (smallest singular vector), oriented like `normal`."""
+def _refine(points: np.ndarray, normal: np.ndarray, travel: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Least-squares plane through the inliers (smallest singular vector), oriented like `normal`; with a travel
+    direction, turned to contain it (least squares would tilt it back towards a far, noisy stretch)."""
     mean = points.mean(0)
     refined = np.linalg.svd(points - mean, full_matrices=False)[2][-1]
+    if travel is not None:
+        refined = refined - (refined @ travel) * travel
+        refined /= np.linalg.norm(refined)
     refined *= np.sign(refined @ normal) or 1.0
     return refined, float(-refined @ mean)
 

@@ -45,7 +45,7 @@ class ReconOptions:
     focal_factor: float = 1.2  # focal prior = factor * max(W, H) when EXIF has none
     max_features: int = 8192
     seed: int = 0
-    mapper: str = "incremental"  # incremental | global
+    mapper: str = "auto"  # incremental | global | auto: global with known intrinsics (recon/sfm.py)
     robust: bool = True  # retries, relaxed initialisation, global fallback (recon/sfm.py)
     min_registered: float = 0.5  # fail below this fraction of registered frames
     num_threads: int = -1
