@@ -159,7 +159,7 @@ def test_known_intrinsics_start_with_the_global_mapper(synth_sequence, tmp_path)
 def test_street_scene_from_known_intrinsics_has_metric_scale(synth_sequence, tmp_path):
     """The same drive through `rewis recon` (dense stereo, ground-plane scale with the 1.6 m prior): the scene's
     size matches the truth up to the prior's own error (camera 1.51 m high here). A ground plane fitted free of
-    the travel direction tilted ~5 deg on the far road and made this scene 22 % too small."""
+    the travel direction tilted ~5 deg on the far road and made this scene ~20 % too small."""
     from recon.build import reconstruct
     from recon.scene import Scene
     from recon.sfm import align_sim3
