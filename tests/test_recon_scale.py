@@ -91,4 +91,3 @@ def _scene(xyz, poses) -> Scene:
                   weak_label=np.full(n, 255, np.uint8), source_frame=np.full(n, -1, np.int32))
     frames = [Frame(image=f"{i}.png", width=64, height=48, K=np.eye(3), cam_from_world=p) for i, p in enumerate(poses)]
     return Scene(classes=None, frames=frames, cloud=cloud, links=None, source="images")
-
