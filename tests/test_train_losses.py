@@ -143,6 +143,27 @@ def test_cmc_more_confident_teacher_teaches_where_they_disagree():
     assert mode.logs["links/disagree_share"].item() == pytest.approx(2 / 3)
 
 
+def test_cmc_unlabeled_only_leaves_weakly_labelled_links_to_the_ce():
+    """method.cmc_unlabeled_only: a pixel with a weak label gets no 3D->2D term and a point with an
+    accumulated weak label no 2D->3D term; the other links are taught as before."""
+    from rewis.config import load_config
+    from rewis.modes.rewis3d import Rewis3dMode
+
+    mode = Rewis3dMode(load_config(TINY, ["method.cmc_unlabeled_only=true"]), CLASSES)  # ground, box, sky (no 3D)
+    s2 = torch.zeros(1, 3, 1, 2, requires_grad=True)
+    t2 = torch.zeros(1, 3, 1, 2)
+    s3 = torch.zeros(2, 2, requires_grad=True)
+    t3 = torch.zeros(2, 2)
+    pts = {"conf": torch.ones(2), "weak": torch.tensor([255, 1])}  # point 1 carries a weak label
+    links = {"batch": torch.zeros(2, dtype=torch.long), "v": torch.zeros(2, dtype=torch.long),
+             "u": torch.tensor([0, 1]), "point": torch.tensor([0, 1])}
+    label = torch.tensor([[[0, 255]]])  # pixel 0 is labelled
+    l2, l3 = mode.cmc(s2, t2, s3, t3, pts, links, None, label)
+    (l2 + l3).backward()
+    assert s2.grad[0, :, 0, 0].abs().sum() == 0 and s2.grad[0, :, 0, 1].abs().sum() > 0
+    assert s3.grad[1].abs().sum() == 0 and s3.grad[0].abs().sum() > 0
+    assert l2.item() == pytest.approx(LN(3)) and l3.item() == pytest.approx(LN(2))
+
 def test_3d_teacher_follows_its_own_ema_cap():
     """method.ema_max_3d caps only the 3D teacher's EMA weight; the 2D teacher keeps ema_max."""
     from types import SimpleNamespace

@@ -14,6 +14,7 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
   scenes' labeled points ** -p.
 - With method.cmc_more_confident, at a link where the teachers' classes differ only the more confident teacher
   teaches (its max prob is higher): the other direction's weight there is 0.
+- With method.cmc_unlabeled_only, CMC teaches only the pixels and points that have no weak label.
 - L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
   (lambda_3D from cmc_3d_start when set).
 Inference and export: the 2D student alone.
@@ -128,7 +129,7 @@ class Rewis3dMode(EMAMode):
         if self.sky is not None and info.step >= m.cmc_start and not self.sky.taken:
             self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
             self.sky.taken = True
-        c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
+        c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images, batch["label"])
         out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
         return out
 
@@ -138,8 +139,9 @@ class Rewis3dMode(EMAMode):
         start_3d = m.cmc_start if m.cmc_3d_start is None else m.cmc_3d_start
         return ramp(step, m.cmc_start, m.cmc_ramp, m.lambda_2d), ramp(step, start_3d, m.cmc_ramp, m.lambda_3d)
 
-    def cmc(self, s2, t2, s3, t3, pts, links, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way."""
+    def cmc(self, s2, t2, s3, t3, pts, links, images, label=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way. `label`: the crops'
+        weak labels (read under method.cmc_unlabeled_only, with the points' accumulated weak labels)."""
         m = self.cfg.method
         b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
         s2_px = s2.permute(0, 2, 3, 1)[b, v, u]  # (L, C) student 2D logits at the linked pixels
@@ -157,11 +159,14 @@ class Rewis3dMode(EMAMode):
             c3 = c3 * (agree | (p2 >= p3))
             c2 = c2 * (agree | (p3 > p2))
             self.logs["links/disagree_share"] = (~agree).float().mean() if len(agree) else 0.0
+        if m.cmc_unlabeled_only:
+            c2 = c2 * (label[b, v, u] == IGNORE_INDEX)
+            c3 = c3 * (pts["weak"][p] == IGNORE_INDEX)
         l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
         self.log_diagnostics(y2, y3, pts, p, s2.shape)
         logits, target, weight = [s2_px], [y3], [c2]
         if self.sky is not None and self.sky.taken:
-            extra = self.sky_pixels(s2, b, v, u, images)
+            extra = self.sky_pixels(s2, b, v, u, images, label if m.cmc_unlabeled_only else None)
             logits.append(extra[0]), target.append(extra[1]), weight.append(extra[2])
         l_c2d = weighted_ce(torch.cat(logits), torch.cat(target), torch.cat(weight))
         return l_c2d, l_c3d
@@ -184,15 +189,18 @@ class Rewis3dMode(EMAMode):
         teacher = teacher_mode(self.teachers["sky"], self.cfg.method.teacher_train_mode)
         return soft_targets(self.logits_2d(teacher, images).permute(0, 2, 3, 1).reshape(-1, self.classes.num_classes))
 
-    def sky_pixels(self, s2, b, v, u, images):
-        """Pixels without a point whose sky-teacher class has no 3D geometry: (logits, labels, weights)."""
+    def sky_pixels(self, s2, b, v, u, images, label=None):
+        """Pixels without a point whose sky-teacher class has no 3D geometry (and without a weak label when
+        `label` is given): (logits, labels, weights)."""
         bsz, c, h, w = s2.shape
         linked = torch.zeros(bsz * h * w, dtype=torch.bool, device=s2.device)
         linked[(b * h + v) * w + u] = True
-        label, prob = self._sky_labels(images)
-        keep = ~linked & self.classmap.no_3d_mask(label)
+        sky_label, prob = self._sky_labels(images)
+        keep = ~linked & self.classmap.no_3d_mask(sky_label)
+        if label is not None:
+            keep &= label.reshape(-1) == IGNORE_INDEX
         flat = s2.permute(0, 2, 3, 1).reshape(-1, c)
-        return flat[keep], label[keep], prob[keep]
+        return flat[keep], sky_label[keep], prob[keep]
 
 
 class SkyState:
