@@ -148,9 +148,8 @@ class MethodConfig:
     cmc_more_confident: bool = False  # at a link where the two teachers' classes differ, only the more confident
     #                                   teacher teaches the other student (Rewis3d: both teach, each weighted by its
     #                                   max prob); measured in benchmarks/RESULTS.md, session 7
-    cmc_unlabeled_only: bool = False  # CMC teaches only pixels / points without a weak label (Rewis3d: every link;
-    #                                   with coarse labels most links are labelled, and there the teacher can only
-    #                                   add noise to a label the CE already enforces)
+    cmc_unlabeled_only: bool = False  # CMC teaches only pixels / points without a weak label (Rewis3d: every link).
+    #                                   Coarse labels: street level (43.0 vs 42.7), room -3.2 (RESULTS.md, session 10)
     strong_aug: bool = True  # student sees the strong 2D view
 
 
