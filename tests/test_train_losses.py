@@ -164,6 +164,7 @@ def test_cmc_unlabeled_only_leaves_weakly_labelled_links_to_the_ce():
     assert s3.grad[1].abs().sum() == 0 and s3.grad[0].abs().sum() > 0
     assert l2.item() == pytest.approx(LN(3)) and l3.item() == pytest.approx(LN(2))
 
+
 def test_3d_teacher_follows_its_own_ema_cap():
     """method.ema_max_3d caps only the 3D teacher's EMA weight; the 2D teacher keeps ema_max."""
     from types import SimpleNamespace
