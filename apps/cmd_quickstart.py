@@ -98,7 +98,7 @@ def make_scene(seq: Path, scene: Path) -> Path:
 
 
 def train_mode(mode: str, args, scenes: list[Path], val: list[Path], out: Path) -> dict:
-    from rewis.config import load_config
+    from rewis.modes import load_config
     from rewis.trainer import train
 
     run_dir = out / "runs" / mode

@@ -6,7 +6,7 @@ labels at the links against the scenes' ground truth (synthetic scenes):
   link: before the rule that drops pixels the 2D teacher calls sky, whose share is reported apart) that goes to
   correct labels, to fixes (2D teacher wrong, 3D right) and to harms (2D teacher right, 3D wrong);
 - the same for the 2D->3D weight (2D teacher max prob x reconstruction confidence; fixes: 3D teacher wrong, 2D
-  right), and both again under `method.cmc_more_confident` (where the teachers' classes differ, only the more
+  right), and both again under the more-confident rule (where the teachers' classes differ, only the more
   confident one teaches), whatever the run was trained with;
 - per class of the 2D teacher, at the links where the 3D teacher says otherwise: how often each is right.
 
@@ -27,12 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewis.config import load_config  # noqa: E402
+from rewis.modes import MODES, load_config  # noqa: E402
 from rewis.data import collate  # noqa: E402
-from rewis.ema import teacher_mode  # noqa: E402
 from rewis.losses import soft_targets  # noqa: E402
 from rewis.modes.rewis3d import run_net3d  # noqa: E402
-from rewis.trainer import Trainer, latest_checkpoint  # noqa: E402
+from rewis.checkpoint import latest_checkpoint, load_modules  # noqa: E402
 
 
 @torch.no_grad()
@@ -40,8 +39,7 @@ def teacher_labels(mode, batch: dict) -> dict:
     """Both teachers' (label, max prob) at the links, the reconstruction confidence and the truth there."""
     pts, links = batch["points"], batch["links"]
     t2 = mode.teacher_logits_2d(batch["image"]).permute(0, 2, 3, 1)[links["batch"], links["v"], links["u"]]
-    net3d = teacher_mode(mode.teachers["3d"], mode.cfg.method.teacher_train_mode)
-    t3 = run_net3d(net3d, pts["xyz"], pts["rgb"], pts["batch"])["logits"][links["point"]]
+    t3 = run_net3d(mode.teacher("3d"), pts["xyz"], pts["rgb"], pts["batch"])["logits"][links["point"]]
     y2, p2 = soft_targets(t2)
     y3, p3 = soft_targets(t3)
     return {"y2": y2, "p2": p2, "y3": mode.classmap.from_3d(y3), "p3": p3, "conf": pts["conf"][links["point"]],
@@ -75,7 +73,8 @@ def summarise(at: dict, names: list[str]) -> dict:
 
 def rule_shares(at: dict, known: torch.Tensor) -> dict:
     """Fixes and harms of each CMC direction as shares of its Rewis3d weight (sky pixels excluded, as trained),
-    under Rewis3d's weighting and under method.cmc_more_confident."""
+    under Rewis3d's weighting and under the more-confident rule (only the surer teacher teaches where the
+    two disagree; measured in training and discarded, benchmarks/RESULTS.md)."""
     y2, y3, p2, p3, conf, truth = (at[k][known] for k in ("y2", "y3", "p2", "p3", "conf", "truth"))
     usable = ~at["no3d"][known]
     agree = y2 == y3
@@ -103,9 +102,9 @@ def main() -> None:
         parser.exit(2, f"{args.run}: no config.yaml and checkpoints/step_N; give a finished rewis3d run folder\n")
     cfg = load_config(args.run / "config.yaml", ["run.logger=none", "data.num_workers=0", "run.progress=false"])
     torch.set_num_threads(1)
-    trainer = Trainer(cfg)
-    trainer.acc.load_state(str(checkpoint))
-    mode, data = trainer.mode, trainer.train_set
+    mode = MODES[cfg.mode](cfg, MODES[cfg.mode].read_classes(cfg))
+    load_modules(checkpoint, {f"teacher.{name}": teacher for name, teacher in mode.teachers.items()})
+    data, _ = mode.train_data(mode.stages()[0])
     rng = np.random.default_rng(1)
     parts = []
     for _ in range(args.batches):

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recon.errors import InputError  # noqa: E402
-from rewis.config import load_config  # noqa: E402
+from rewis.modes import load_config  # noqa: E402
 from rewis.data import TrainDataset, collate  # noqa: E402
 from rewis.losses import ClassMap, class_balanced_weights  # noqa: E402
 from rewis.modes.rewis3d import build_net3d, weak_counts_3d  # noqa: E402

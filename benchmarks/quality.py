@@ -185,7 +185,8 @@ def changed_settings(job: Job, data: dict, args) -> list[str]:
     changed default, another --set): such a run must not pass for this one. [] when the run is not finished."""
     import yaml
 
-    from rewis.config import flat_dict, load_config, to_dict
+    from rewis.config import flat_dict, to_dict
+    from rewis.modes import load_config
 
     run_dir = run_dir_of(job, args)
     if not (run_dir / "summary.json").is_file():
@@ -215,6 +216,10 @@ def run_job(job: Job, data: dict, args) -> dict:
     if summary.is_file():
         return json.loads(summary.read_text())
     overrides = job_overrides(job, data, args)
+    if run_dir.is_dir():  # an interrupted run: continue it from its last checkpoint, or start it again
+        from rewis.checkpoint import latest_checkpoint
+
+        overrides.append("--resume" if latest_checkpoint(run_dir) else "--overwrite")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     t = time.perf_counter()
     log = run_dir.parent / f"{run_dir.name}.log"

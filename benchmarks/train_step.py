@@ -59,7 +59,7 @@ def child(args) -> dict:
     import torch
 
     from recon.dataset import ClassList
-    from rewis.config import config_from_dict
+    from rewis.modes import config_from_dict
     from rewis.modes import MODES, StepInfo
 
     if args.threads:

@@ -20,8 +20,10 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -120,42 +122,8 @@ class OptimConfig:
 
 
 @dataclass
-class MethodConfig:
-    beta: float = 0.5  # weight of the consistency term in L_base
-    reliability_threshold: float = 0.95  # w_T = share of teacher outputs with max prob >= this
-    kl_reduction: str = "element"  # element: per-element mean KL | reference: 2D mean over N*C (the 3D
-    #                                batchmean of the reference equals the per-element mean)
-    ema_max: float = 0.99  # a_max
-    ema_max_3d: float | None = None  # a_max of the 3D teacher; None = ema_max (short runs want a faster 3D teacher)
-    ema_reset_each_epoch: bool = False  # reference quirk: the EMA step counter restarts every epoch
-    teacher_train_mode: bool = False  # reference quirk: teachers run in train mode
-    cmc_start: int = 0  # optimizer step where cross-modal consistency starts
-    cmc_ramp: int = 0  # steps of the linear ramp from 0 to lambda_max
-    cmc_3d_start: int | None = None  # start of the 2D -> 3D term alone; None = cmc_start (later keeps the 2D
-    #                                   teacher's blind spots out of the 3D network while it learns its own labels)
-    lambda_2d: float = 0.075  # 3D -> 2D
-    lambda_3d: float = 0.125  # 2D -> 3D
-    use_pred_conf: bool = True  # CMC weights include the teacher's max prob
-    use_recon_conf: bool = True  # CMC weights include the reconstruction confidence r_i
-    sky_teacher: bool = False  # frozen 2D teacher copy from cmc_start fills no-3D pixels without a point
-    no3d_pixels_from_3d: bool = False  # false: a linked pixel the 2D teacher calls a class without 3D geometry
-    #                                    (sky) takes no 3D label (the 3D head cannot say sky, so its label there is
-    #                                    always wrong); true: the 3D teacher labels it anyway (the earlier rule)
-    class_balance_3d: float = 0.5  # p > 0: the 3D network's weak-label CE weighs each class by its share of the
-    #                                 training scenes' labeled points ** -p (rare classes such as person are otherwise
-    #                                 never learnt in 3D, and the 3D teacher then unteaches them to the 2D network;
-    #                                 +0.8 / +1.8 mIoU on street / room, RESULTS.md session 7); 0: plain CE (Rewis3d)
-    cmc_more_confident: bool = False  # at a link where the two teachers' classes differ, only the more confident
-    #                                   teacher teaches the other student (Rewis3d: both teach, each weighted by its
-    #                                   max prob); measured in benchmarks/RESULTS.md, session 7
-    cmc_unlabeled_only: bool = False  # CMC teaches only pixels / points without a weak label (Rewis3d: every link).
-    #                                   Coarse labels: street level (43.0 vs 42.7), room -3.2 (RESULTS.md, session 10)
-    strong_aug: bool = True  # student sees the strong 2D view
-
-
-@dataclass
 class Config:
-    mode: str = "rewis3d"  # full | ema | rewis3d (rewis/modes)
+    mode: str = "rewis3d"  # a name of the mode table (rewis/modes/__init__.py)
     seed: int = 0
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -163,77 +131,96 @@ class Config:
     net3d: Net3DConfig = field(default_factory=Net3DConfig)
     optim2d: OptimConfig = field(default_factory=OptimConfig)
     optim3d: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=5e-3, schedule="onecycle"))
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Any = None  # the mode's own schema (its `Method` dataclass), parsed once `mode` is known
     source: str = field(default="", metadata={"internal": True})  # the preset file (not read from YAML)
 
 
-CHOICES = {"mode": None, "run.mixed_precision": ("no", "fp16", "bf16"), "run.logger": ("tensorboard", "wandb", "none"),
+CHOICES = {"run.mixed_precision": ("no", "fp16", "bf16"), "run.logger": ("tensorboard", "wandb", "none"),
            "net3d.kind": ("sparse_unet", "mlp"), "optim2d.schedule": ("linear", "onecycle", "constant", "cosine"),
            "optim3d.schedule": ("linear", "onecycle", "constant", "cosine"),
-           "method.kl_reduction": ("element", "reference"), "data.up_axis": ("auto", "x", "y", "z", "-x", "-y", "-z")}
+           "data.up_axis": ("auto", "x", "y", "z", "-x", "-y", "-z")}
+
+Methods = Mapping[str, type]  # mode name -> the dataclass of its `method:` section
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a preset (with its optional base), apply `key=value` overrides, return a typed Config."""
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, methods: Methods) -> Config:
+    """Read a preset (with its optional base), apply `key=value` overrides, return a typed Config.
+
+    Two steps: `mode` is read first (command line over preset over base), then the `method:` section is parsed
+    with that mode's schema from `methods` (rewis.modes.METHODS). Method keys of other modes are accepted in
+    files and dropped, so one preset can serve several modes (street_ema.yaml inherits street_rewis3d.yaml);
+    on the command line they are dropped with a warning, since they change nothing."""
     path = Path(path)
     raw = _read_yaml(path)
     base = raw.pop("base", None)
+    layers = [(raw, str(path))]
     if base is not None:
         base_path = (path.parent / str(base)).resolve()
         base_raw = _read_yaml(base_path)
         if "base" in base_raw:
             raise InputError(f"{base_path}: key 'base': a base preset may not have a base itself (one level only)")
-        _check_keys(base_raw, Config, str(base_path))
-        _check_keys(raw, Config, str(path))
-        raw = _merge(base_raw, raw)
-    _check_keys(raw, Config, str(path))
-    for item in overrides:
-        key, value = _parse_override(item)
-        _set_dotted(raw, key, value, "command line")
-    cfg = _build(Config, raw, str(path) if not overrides else f"{path} (+ command line overrides)", "")
+        layers.insert(0, (base_raw, str(base_path)))
+    parsed = [_parse_override(item) for item in overrides]
+    mode = next((v for k, v in reversed(parsed) if k == "mode"), None)
+    for layer, where in reversed(layers):
+        mode = layer.get("mode") if mode is None else mode
+    schema = _method_schema(Config.mode if mode is None else mode, methods, layers[-1][1])
+    merged: dict = {}
+    for layer, where in layers:
+        _check_keys(layer, Config, where, schema=schema, methods=methods)
+        merged = _merge(merged, layer)
+    for key, value in parsed:
+        _set_dotted(merged, key, value, "command line", schema, methods)
+    where = str(path) if not overrides else f"{path} (+ command line overrides)"
+    cfg = _build_config(merged, schema, where)
     cfg.source = str(path)
     validate(cfg)
     return cfg
 
 
-def config_from_dict(data: dict, where: str = "config") -> Config:
-    _check_keys(data, Config, where)
-    cfg = _build(Config, dict(data), where, "")
+def config_from_dict(data: dict, where: str = "config", *, methods: Methods) -> Config:
+    schema = _method_schema(data.get("mode", Config.mode), methods, where)
+    _check_keys(data, Config, where, schema=schema, methods=methods)
+    cfg = _build_config(dict(data), schema, where)
     validate(cfg)
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    from rewis.modes import MODES
+def _method_schema(mode, methods: Methods, where: str) -> type:
+    if mode not in methods:
+        raise InputError(f"{where}: key 'mode' is {mode!r}; choose one of {', '.join(methods)}")
+    return methods[mode]
 
-    choices = dict(CHOICES, mode=tuple(MODES))
-    for key, allowed in choices.items():
+
+def _build_config(raw: dict, schema: type, where: str) -> Config:
+    cfg = _build(Config, {k: v for k, v in raw.items() if k != "method"}, where, "")
+    known = {f.name for f in dataclasses.fields(schema)}
+    own = {k: v for k, v in (raw.get("method") or {}).items() if k in known}  # other modes' keys are dropped
+    cfg.method = _build(schema, own, where, "method.")
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    where = cfg.source or "config"
+    for key, allowed in CHOICES.items():
         value = _get_dotted(cfg, key)
         if value not in allowed:
-            raise InputError(f"{cfg.source or 'config'}: key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
+            raise InputError(f"{where}: key '{key}' is {value!r}; choose one of {', '.join(allowed)}")
     if cfg.run.max_steps < 1 or cfg.run.grad_accum < 1 or cfg.data.batch_size < 1:
-        raise InputError(f"{cfg.source or 'config'}: run.max_steps, run.grad_accum and data.batch_size must be >= 1")
+        raise InputError(f"{where}: run.max_steps, run.grad_accum and data.batch_size must be >= 1")
     if not 0 < cfg.data.in_view_share <= 1 or cfg.data.num_points < 1:
-        raise InputError(f"{cfg.source or 'config'}: data.in_view_share must be in (0, 1], data.num_points >= 1")
-    if not 0 <= cfg.method.class_balance_3d <= 1:
-        raise InputError(f"{cfg.source or 'config'}: method.class_balance_3d is {cfg.method.class_balance_3d}; use a "
-                         "power in [0, 1] (0: plain CE, 0.5: the default, 1: every class weighs the same)")
+        raise InputError(f"{where}: data.in_view_share must be in (0, 1], data.num_points >= 1")
     if cfg.data.val and cfg.data.crop[0] != cfg.data.height and cfg.model2d.pretrained is None:
         import warnings
 
-        warnings.warn(f"{cfg.source or 'config'}: validation runs at height data.height={cfg.data.height} but "
+        warnings.warn(f"{where}: validation runs at height data.height={cfg.data.height} but "
                       f"training crops are {cfg.data.crop[0]} high; a SegFormer trained from scratch can fail at a "
                       "size it never saw (measured: mIoU 36 -> 27 at 180 vs 176 rows): make them equal", stacklevel=2)
-    for key in ("method.cmc_start", "method.cmc_ramp", "method.cmc_3d_start"):
-        value = _get_dotted(cfg, key)
-        if value is not None and value < 0:
-            raise InputError(f"{cfg.source or 'config'}: key '{key}' is {value}; a step count must be >= 0")
-    for key in ("method.ema_max", "method.ema_max_3d"):
-        value = _get_dotted(cfg, key)
-        if value is not None and not 0 <= value < 1:
-            raise InputError(f"{cfg.source or 'config'}: key '{key}' is {value}; an EMA weight must lie in [0, 1)")
+    check = getattr(cfg.method, "check", None)
+    if check is not None:
+        check(where)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -258,38 +245,59 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def _check_keys(raw: dict, cls, where: str, prefix: str = "") -> None:
-    names = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+def _field_types(cls, schema: type | None = None) -> dict:
+    """Field name -> type of a config dataclass; Config's `method` has the type of the chosen mode's schema."""
+    hints = typing.get_type_hints(cls)
+    types_ = {f.name: hints[f.name] for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    if cls is Config and schema is not None:
+        types_["method"] = schema
+    return types_
+
+
+def _other_modes_keys(schema: type, methods: Methods) -> dict[str, list[str]]:
+    """Method keys that other modes know and `schema` does not: key -> the modes that know it."""
+    own = {f.name for f in dataclasses.fields(schema)}
+    out: dict[str, list[str]] = {}
+    for name, other in methods.items():
+        for f in dataclasses.fields(other):
+            if f.name not in own:
+                out.setdefault(f.name, []).append(name)
+    return out
+
+
+def _unknown_key(where: str, full: str, key: str, names, prefix: str) -> InputError:
+    close = difflib.get_close_matches(str(key), list(names), n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+    return InputError(f"{where}: unknown key '{full}'{hint}")
+
+
+def _check_keys(raw: dict, cls, where: str, prefix: str = "", schema: type | None = None,
+                methods: Methods | None = None) -> None:
+    names = _field_types(cls, schema)
+    tolerated = _other_modes_keys(cls, methods) if prefix == "method." and methods else {}
     for key, value in raw.items():
         full = f"{prefix}{key}"
-        if key == "base" and not prefix:
+        if key == "base" and not prefix or key in tolerated and key not in names:
             continue
         if key not in names:
-            close = difflib.get_close_matches(str(key), list(names), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
-            raise InputError(f"{where}: unknown key '{full}'{hint}")
-        ftype = _hints(cls)[key]
+            raise _unknown_key(where, full, key, list(names) + list(tolerated), prefix)
+        ftype = names[key]
         if dataclasses.is_dataclass(ftype):
             if not isinstance(value, dict):
                 raise InputError(f"{where}: key '{full}' must be a mapping (a section), got {value!r}")
-            _check_keys(value, ftype, where, f"{full}.")
-
-
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+            _check_keys(value, ftype, where, f"{full}.", methods=methods if key == "method" and not prefix else None)
 
 
 def _build(cls, raw: dict, where: str, prefix: str):
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw or f.metadata.get("internal"):
+    for name, ftype in _field_types(cls).items():
+        if name not in raw:
             continue
-        ftype = _hints(cls)[f.name]
-        value = raw[f.name]
+        value = raw[name]
         if dataclasses.is_dataclass(ftype):
-            kwargs[f.name] = _build(ftype, value or {}, where, f"{prefix}{f.name}.")
+            kwargs[name] = _build(ftype, value or {}, where, f"{prefix}{name}.")
         else:
-            kwargs[f.name] = _convert(value, ftype, where, f"{prefix}{f.name}")
+            kwargs[name] = _convert(value, ftype, where, f"{prefix}{name}")
     return cls(**kwargs)
 
 
@@ -361,16 +369,20 @@ def _parse_override(item: str) -> tuple[str, object]:
     return key, value
 
 
-def _set_dotted(raw: dict, key: str, value, where: str) -> None:
+def _set_dotted(raw: dict, key: str, value, where: str, schema: type, methods: Methods) -> None:
     parts = key.split(".")
     cls, node = Config, raw
     for i, part in enumerate(parts):
-        names = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        names = _field_types(cls, schema)
         if part not in names:
-            close = difflib.get_close_matches(part, list(names), n=1)
-            hint = f" (did you mean '{'.'.join(parts[:i] + [close[0]])}'?)" if close else ""
-            raise InputError(f"{where}: unknown key '{key}'{hint}")
-        ftype = _hints(cls)[part]
+            if cls is schema and part in (others := _other_modes_keys(schema, methods)):
+                import warnings
+
+                warnings.warn(f"{where}: key '{key}' belongs to mode {', '.join(others[part])}, not to mode "
+                              f"'{raw.get('mode', Config.mode)}' of this run: ignored", stacklevel=3)
+                return
+            raise _unknown_key(where, key, part, list(names), ".".join(parts[:i] + [""]))
+        ftype = names[part]
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(ftype):
                 raise InputError(f"{where}: key '{key}' is a section; set one of its fields (e.g. {key}.x=...)")

@@ -239,33 +239,3 @@ class EpochSampler(Sampler):
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
         return iter((self.epoch * self.n + order).tolist())
-
-
-# ---------------------------------------------------------------------------------------------- validation
-
-class ValDataset(Dataset):
-    """Dense-labelled images of sequence/dataset folders: image scaled to `height` (aspect kept) and the label
-    at full resolution, mapped to the training classes by name."""
-
-    def __init__(self, paths: list[str], classes: ClassList, height: int):
-        from segment.evaluate import collect_samples, find_sequences
-
-        sequences = []
-        for p in paths:
-            sequences += find_sequences(Path(p), "auto")[0]
-        self.samples = collect_samples(sequences, classes) if sequences else []
-        self.height = height
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> dict:
-        s = self.samples[i]
-        rgb = read_rgb(s.image)
-        h0, w0 = rgb.shape[:2]
-        size = (self.height, max(1, round(w0 * self.height / h0)))
-        image = augment.resize_image(torch.from_numpy(rgb).permute(2, 0, 1), size)
-        label = read_label(s.label)
-        mapped = s.lut[label]
-        mapped[label == s.void] = 255
-        return {"image": image, "label": torch.from_numpy(mapped.astype(np.int64)), "name": str(s.image)}

@@ -16,14 +16,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue a killed run: without PATH the newest checkpoint of run.out; PATH may be a run "
                         "folder or one of its checkpoints/step_N")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds an earlier run (it is deleted first)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from rewis.config import load_config
+    from rewis.modes import load_config
     from rewis.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume)
+    if args.resume is not None and args.overwrite:
+        raise InputError("--resume and --overwrite exclude each other: continue the run, or replace it")
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

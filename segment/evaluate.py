@@ -29,8 +29,9 @@ class Sample:
 
 def find_sequences(data_dir: Path, split: str = "auto") -> tuple[list[Path], str]:
     """Sequence folders to evaluate and the split they came from. DIR is a sequence (has images/), or a dataset
-    with train/ and val/ subfolders, or with split.json, or just a folder of sequences. `auto` picks val when
-    the dataset has one, else every sequence."""
+    with train/ and val/ subfolders, or with split.json, or just a folder of sequences. `auto` picks the val split
+    of a dataset that has splits (and fails when it has none rather than score training data), else every
+    sequence."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError(f"--data {data_dir}: folder not found")
@@ -49,7 +50,10 @@ def find_sequences(data_dir: Path, split: str = "auto") -> tuple[list[Path], str
 
 def _split_folders(data_dir: Path, split: str) -> tuple[list[Path], str]:
     if split == "auto":
-        split = "val" if (data_dir / "val").is_dir() else "train"
+        if not (data_dir / "val").is_dir():
+            raise InputError(f"{data_dir}: has train/ but no val/ folder; evaluate its training data explicitly "
+                             "with --split train, or add a val/ folder")
+        split = "val"
     names = ("train", "val") if split == "all" else (split,)
     if not all((data_dir / n).is_dir() for n in names):
         raise InputError(f"--data {data_dir}: no {split}/ subfolder; choose --split among the ones present")
@@ -59,7 +63,9 @@ def _split_folders(data_dir: Path, split: str) -> tuple[list[Path], str]:
 def _split_file(data_dir: Path, split: str) -> tuple[list[Path], str]:
     splits = read_json(data_dir / "split.json")
     if split == "auto":
-        split = "val" if "val" in splits else "all"
+        if "val" not in splits:
+            raise InputError(f"{data_dir / 'split.json'}: no 'val' list; choose --split {' or '.join(splits) or 'all'}")
+        split = "val"
     names = [n for v in splits.values() for n in v] if split == "all" else splits.get(split)
     if not names:
         raise InputError(f"{data_dir / 'split.json'}: no '{split}' list; choose another --split")
@@ -111,12 +117,25 @@ def collect_samples(sequences: list[Path], model_classes: ClassList) -> list[Sam
 def evaluate(loaded: LoadedModel, data_dir: Path, options: InferenceOptions | None = None, split: str = "auto",
              progress: bool = True) -> dict:
     """Metrics of `loaded` on the split of `data_dir` as a JSON-ready dict."""
+    sequences, used_split = find_sequences(data_dir, split)
+    report = score_samples(loaded, collect_samples(sequences, loaded.classes), options, progress)
+    report.update(model=loaded.source, data=str(data_dir), split=used_split, sequences=[str(s) for s in sequences])
+    return report
+
+
+def collect_val_samples(folders: list[Path], classes: ClassList) -> list[Sample]:
+    """The labelled images of validation folders (each a sequence or a dataset, whose val split is taken)."""
+    return collect_samples([seq for folder in folders for seq in find_sequences(folder, "auto")[0]], classes)
+
+
+def score_samples(loaded: LoadedModel, samples: list[Sample], options: InferenceOptions | None = None,
+                  progress: bool = True) -> dict:
+    """One confusion matrix of `loaded` over `samples`: the evaluator of `rewis eval` and of training's
+    validation alike (sliding windows and sizes as in `rewis predict`)."""
     from tqdm import tqdm
 
     options = options or InferenceOptions()
     validate_options(options)
-    sequences, used_split = find_sequences(data_dir, split)
-    samples = collect_samples(sequences, loaded.classes)
     by_image = {s.image: s for s in samples}
     meter = ConfusionMeter(loaded.classes.num_classes)
     skipped = []
@@ -127,12 +146,11 @@ def evaluate(loaded: LoadedModel, data_dir: Path, options: InferenceOptions | No
             continue
         meter.update(result.label, ground_truth(by_image[result.path], result.label.shape))
     if not meter.counts().sum():
-        raise InputError(f"--data {data_dir}: no labelled pixel could be evaluated (all images unreadable or "
-                         "all labels void)")
+        raise InputError(f"{', '.join(str(s.image.parent.parent) for s in samples[:2])}: no labelled pixel could be "
+                         "evaluated (all images unreadable or all labels void)")
     report = meter.summary(list(loaded.classes.names))
     counts = meter.counts()
-    report.update(model=loaded.source, data=str(data_dir), split=used_split,
-                  sequences=[str(s) for s in sequences], images=len(samples) - len(skipped), skipped=skipped,
+    report.update(images=len(samples) - len(skipped), skipped=skipped,
                   gt_pixels={n: int(v) for n, v in zip(loaded.classes.names, counts.sum(1).tolist())})
     return report
 

@@ -1,4 +1,5 @@
-"""Config presets: typed parsing, one level of inheritance, overrides, errors naming key and file."""
+"""Config presets: typed parsing in two steps (mode, then that mode's `method:` schema), one level of
+inheritance, overrides, errors naming key and file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from recon.errors import InputError
-from rewis.config import Config, load_config, save_config
+from rewis.config import Config, save_config
+from rewis.modes import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -21,8 +23,47 @@ def test_every_preset_parses(path):
 def test_inheritance_merges_sections():
     cfg = load_config(CONFIGS / "street_ema.yaml")
     assert cfg.mode == "ema" and cfg.run.out == "runs/street_ema"
-    assert cfg.run.max_steps == 7000 and cfg.method.lambda_3d == 0.125  # from the base
+    assert cfg.run.max_steps == 7000 and cfg.method.ema_max == 0.99  # from the base
     assert cfg.data.crop == (360, 480) and isinstance(cfg.optim2d.lr, float)
+    # the base's rewis3d-only method keys are dropped for mode ema; ema's own schema has no such field
+    assert not hasattr(cfg.method, "lambda_3d")
+    assert load_config(CONFIGS / "street_rewis3d.yaml").method.lambda_3d == 0.125
+
+
+def test_method_section_is_parsed_with_the_chosen_modes_schema(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("mode: ema\nmethod:\n  reference:\n    teacher_train_mode: true\n")
+    cfg = load_config(p)
+    assert type(cfg.method).__name__ == "EMAMethod" and cfg.method.reference.teacher_train_mode is True
+    p.write_text("mode: ema\nmethod:\n  betta: 0.4\n")
+    with pytest.raises(InputError, match=r"unknown key 'method.betta'.*method.beta"):
+        load_config(p)
+    p.write_text("mode: full\nmethod:\n  reference:\n    teacher_trian_mode: true\n")
+    assert type(load_config(p).method).__name__ == "NoMethod"  # ema's section in a full preset is dropped
+    p.write_text("mode: ema\nmethod:\n  reference:\n    teacher_trian_mode: true\n")
+    with pytest.raises(InputError, match=r"method.reference.teacher_trian_mode.*teacher_train_mode"):
+        load_config(p)
+    # on the command line a key of another mode changes nothing: a warning naming its mode
+    p.write_text("mode: ema\n")
+    with pytest.warns(UserWarning, match=r"'method.cmc_start' belongs to mode rewis3d"):
+        cfg = load_config(p, ["method.reference.teacher_train_mode=true", "method.cmc_start=3"])
+    assert cfg.method.reference.teacher_train_mode is True
+    assert load_config(CONFIGS / "tiny.yaml", ["mode=ema"]).mode == "ema"  # tiny's rewis3d keys are dropped
+
+
+def test_flags_of_discarded_experiments_are_gone():
+    for key in ("no3d_pixels_from_3d", "cmc_more_confident", "cmc_unlabeled_only"):
+        with pytest.raises(InputError, match=f"unknown key 'method.{key}'"):
+            load_config(CONFIGS / "tiny.yaml", [f"method.{key}=true"])
+
+
+def test_config_module_imports_neither_torch_nor_a_mode():
+    import subprocess
+    import sys
+
+    code = ("import sys, rewis.config; bad = [m for m in sys.modules if m == 'torch' or m.startswith('rewis.modes')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=CONFIGS.parent)
 
 
 def test_mistyped_key_names_key_and_file(tmp_path):

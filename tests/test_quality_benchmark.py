@@ -72,7 +72,8 @@ def test_a_finished_run_made_with_other_settings_is_not_reused(quality, tmp_path
     which changes no result, may differ."""
     import yaml
 
-    from rewis.config import dump_config, load_config
+    from rewis.config import dump_config
+    from rewis.modes import load_config
 
     args = quality.parse_args(["--work", str(tmp_path), "--config", str(ROOT / "configs" / "quality_gpu.yaml"),
                                "--set", "data.num_workers=1"])

@@ -39,7 +39,24 @@ def test_rewis_train_mistyped_key_exits_2_naming_it(tmp_path, capsys):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert main(["train", str(TINY), f"run.out={tmp_path / 'none'}", "--resume"]) == 2
-    assert "no checkpoints" in capsys.readouterr().err
+    assert "no complete checkpoints" in capsys.readouterr().err
+
+
+def test_second_train_into_a_run_folder_exits_2_and_changes_nothing(tiny_scene, tmp_path, capsys):  # noqa: F811
+    scene, seq = tiny_scene
+    run = tmp_path / "run"
+    args = ["train", str(TINY), f"data.train=[{scene}]", f"data.val=[{seq}]", f"run.out={run}", "mode=ema",
+            "run.max_steps=2"]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(run) in err and "--resume" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    (run / "mine.txt").write_text("an earlier run's file")
+    assert main(args + ["--overwrite"]) == 0
+    assert not (run / "mine.txt").exists() and (run / "checkpoints" / "step_2" / "state.json").is_file()
+    assert main(args + ["--overwrite", "--resume"]) == 2
 
 
 def test_quickstart_results_files(tmp_path):

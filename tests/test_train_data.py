@@ -77,7 +77,7 @@ def tiny_scene(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def tiny_config(scene: Path, seq: Path, out: Path, *overrides: str):
-    from rewis.config import load_config
+    from rewis.modes import load_config
 
     return load_config(TINY, [f"data.train=[{scene}]", f"data.val=[{seq}]", f"run.out={out}", *overrides])
 

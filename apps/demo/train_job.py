@@ -93,7 +93,7 @@ def build_scene(seq: Path, out: Path) -> Path:
 
 
 def training_config(scene: Path, val: Path | None, run_dir: Path, steps: int, extra: dict):
-    from rewis.config import config_from_dict
+    from rewis.modes import config_from_dict
 
     data = merged(DEMO_TRAINING, {"run": {"max_steps": int(steps), "out": str(run_dir)},
                                   "data": {"train": [str(scene)], "val": [str(val)] if val else []}})

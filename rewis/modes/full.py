@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from rewis.losses import IGNORE_INDEX
-from rewis.modes import Mode, StepInfo, adamw
+from rewis.modes.base import Mode2D, StepInfo, adamw
 
 
-class FullMode(Mode):
+class FullMode(Mode2D):
     labels = "dense"
 
     def __init__(self, cfg, classes):

@@ -12,9 +12,6 @@ consistency over the view's links (point i <-> pixel p), teachers under no_grad:
   class has no 3D geometry, weighted by its max prob.
 - With method.class_balance_3d = p > 0, the 3D weak-label CE weighs each class by its share of the training
   scenes' labeled points ** -p.
-- With method.cmc_more_confident, at a link where the teachers' classes differ only the more confident teacher
-  teaches (its max prob is higher): the other direction's weight there is 0.
-- With method.cmc_unlabeled_only, CMC teaches only the pixels and points that have no weak label.
 - L_2D = L_base2D + lambda_2D L_C2D, L_3D = L_base3D + lambda_3D L_C3D with lambda ramped from cmc_start
   (lambda_3D from cmc_3d_start when set).
 Inference and export: the 2D student alone.
@@ -22,15 +19,46 @@ Inference and export: the 2D student alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from rewis.ema import make_teacher, teacher_mode
+from recon.errors import InputError
+from rewis.ema import make_teacher
 from rewis.losses import (IGNORE_INDEX, ClassMap, class_balanced_weights, partial_consistency, ramp, soft_targets,
                           weighted_ce)
-from rewis.modes import StepInfo, adamw
-from rewis.modes.ema import EMAMode
+from rewis.modes.base import Stage, StepInfo, adamw
+from rewis.modes.ema import EMAMethod, EMAMode
+
+
+@dataclass
+class Rewis3dMethod(EMAMethod):
+    ema_max_3d: float | None = None  # a_max of the 3D teacher; None = ema_max (short runs want a faster 3D teacher)
+    cmc_start: int = 0  # optimizer step where cross-modal consistency starts
+    cmc_ramp: int = 0  # steps of the linear ramp from 0 to lambda_max
+    cmc_3d_start: int | None = None  # start of the 2D -> 3D term alone; None = cmc_start (later keeps the 2D
+    #                                   teacher's blind spots out of the 3D network while it learns its own labels)
+    lambda_2d: float = 0.075  # 3D -> 2D
+    lambda_3d: float = 0.125  # 2D -> 3D
+    use_pred_conf: bool = True  # CMC weights include the teacher's max prob
+    use_recon_conf: bool = True  # CMC weights include the reconstruction confidence r_i
+    sky_teacher: bool = False  # frozen 2D teacher copy from cmc_start fills no-3D pixels without a point
+    class_balance_3d: float = 0.5  # p > 0: the 3D network's weak-label CE weighs each class by its share of the
+    #                                 training scenes' labeled points ** -p (rare classes such as person are otherwise
+    #                                 never learnt in 3D, and the 3D teacher then unteaches them to the 2D network;
+    #                                 +0.8 / +1.8 mIoU on street / room, benchmarks/RESULTS.md); 0: plain CE (Rewis3d)
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        if not 0 <= self.class_balance_3d <= 1:
+            raise InputError(f"{where}: method.class_balance_3d is {self.class_balance_3d}; use a power in [0, 1] "
+                             "(0: plain CE, 0.5: the default, 1: every class weighs the same)")
+        for key in ("cmc_start", "cmc_ramp", "cmc_3d_start"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise InputError(f"{where}: key 'method.{key}' is {value}; a step count must be >= 0")
 
 
 class PointMLP(nn.Module):
@@ -76,6 +104,7 @@ def run_net3d(net: nn.Module, xyz: torch.Tensor, rgb: torch.Tensor, batch: torch
 
 
 class Rewis3dMode(EMAMode):
+    Method = Rewis3dMethod
     needs_points = True
 
     def __init__(self, cfg, classes):
@@ -89,22 +118,24 @@ class Rewis3dMode(EMAMode):
             self.teachers["sky"] = make_teacher(self.students["2d"])
             self.sky = SkyState()
 
-    def make_datasets(self):
-        train, val, collate = super().make_datasets()
+    def train_data(self, stage: Stage):
+        train, collate = super().train_data(stage)
         power = self.cfg.method.class_balance_3d
         if power:
             self.class_weight_3d = class_balanced_weights(weak_counts_3d(train.scenes, self.classmap), power)
-        return train, val, collate
+        return train, collate
 
     def optimizers(self, total_steps: int) -> dict:
-        return {"2d": adamw(self.students["2d"], self.cfg.optim2d, total_steps),
-                "3d": adamw(self.students["3d"], self.cfg.optim3d, total_steps)}
+        out = super().optimizers(total_steps)
+        out["3d"] = adamw(self.students["3d"], self.cfg.optim3d, total_steps)
+        return out
+
+    def ema_max(self, name: str) -> float:
+        m = self.cfg.method
+        return m.ema_max_3d if name == "3d" and m.ema_max_3d is not None else m.ema_max
 
     def state_objects(self) -> dict:
-        objs = dict(self.teachers)
-        if self.sky is not None:
-            objs["sky_state"] = self.sky
-        return objs
+        return {"sky_state": self.sky} if self.sky is not None else {}
 
     def losses(self, batch: dict, info: StepInfo) -> dict:
         m = self.cfg.method
@@ -116,8 +147,7 @@ class Rewis3dMode(EMAMode):
         # 3D branch: student on augmented points, teacher on the originals
         s3 = run_net3d(self.students["3d"], pts["xyz_aug"], pts["rgb"], pts["batch"])["logits"]
         with torch.no_grad():
-            teacher3d = teacher_mode(self.teachers["3d"], m.teacher_train_mode)
-            t3 = run_net3d(teacher3d, pts["xyz"], pts["rgb"], pts["batch"])["logits"]
+            t3 = run_net3d(self.teacher("3d"), pts["xyz"], pts["rgb"], pts["batch"])["logits"]
         weight = None if self.class_weight_3d is None else self.class_weight_3d.to(s3.device)
         ce3, cons3, w3 = partial_consistency(s3, t3, self.classmap.to_3d(pts["weak"]), m.beta,
                                              m.reliability_threshold, kl_over_classes=False, class_weight=weight)
@@ -129,7 +159,7 @@ class Rewis3dMode(EMAMode):
         if self.sky is not None and info.step >= m.cmc_start and not self.sky.taken:
             self.teachers["sky"].load_state_dict(self.teachers["2d"].state_dict())
             self.sky.taken = True
-        c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images, batch["label"])
+        c2d, c3d = self.cmc(s2, t2, s3, t3, pts, links, images)
         out["2d/cmc"], out["3d/cmc"] = lam2 * c2d, lam3 * c3d
         return out
 
@@ -139,9 +169,8 @@ class Rewis3dMode(EMAMode):
         start_3d = m.cmc_start if m.cmc_3d_start is None else m.cmc_3d_start
         return ramp(step, m.cmc_start, m.cmc_ramp, m.lambda_2d), ramp(step, start_3d, m.cmc_ramp, m.lambda_3d)
 
-    def cmc(self, s2, t2, s3, t3, pts, links, images, label=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way. `label`: the crops'
-        weak labels (read under method.cmc_unlabeled_only, with the points' accumulated weak labels)."""
+    def cmc(self, s2, t2, s3, t3, pts, links, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_C2D, L_C3D) before the lambda weights; logs the link diagnostics on the way."""
         m = self.cfg.method
         b, v, u, p = links["batch"], links["v"], links["u"], links["point"]
         s2_px = s2.permute(0, 2, 3, 1)[b, v, u]  # (L, C) student 2D logits at the linked pixels
@@ -152,21 +181,12 @@ class Rewis3dMode(EMAMode):
         y3 = self.classmap.from_3d(y3)
         c3 = (p2 if m.use_pred_conf else torch.ones_like(p2)) * r  # 2D -> 3D
         c2 = (p3 if m.use_pred_conf else torch.ones_like(p3)) * r  # 3D -> 2D
-        if not m.no3d_pixels_from_3d:
-            c2 = c2 * ~self.classmap.no_3d_mask(y2)
-        if m.cmc_more_confident:
-            agree = y2 == y3
-            c3 = c3 * (agree | (p2 >= p3))
-            c2 = c2 * (agree | (p3 > p2))
-            self.logs["links/disagree_share"] = (~agree).float().mean() if len(agree) else 0.0
-        if m.cmc_unlabeled_only:
-            c2 = c2 * (label[b, v, u] == IGNORE_INDEX)
-            c3 = c3 * (pts["weak"][p] == IGNORE_INDEX)
+        c2 = c2 * ~self.classmap.no_3d_mask(y2)
         l_c3d = weighted_ce(s3[p], self.classmap.to_3d(y2), c3)
         self.log_diagnostics(y2, y3, pts, p, s2.shape)
         logits, target, weight = [s2_px], [y3], [c2]
         if self.sky is not None and self.sky.taken:
-            extra = self.sky_pixels(s2, b, v, u, images, label if m.cmc_unlabeled_only else None)
+            extra = self.sky_pixels(s2, b, v, u, images)
             logits.append(extra[0]), target.append(extra[1]), weight.append(extra[2])
         l_c2d = weighted_ce(torch.cat(logits), torch.cat(target), torch.cat(weight))
         return l_c2d, l_c3d
@@ -186,19 +206,15 @@ class Rewis3dMode(EMAMode):
 
     @torch.no_grad()
     def _sky_labels(self, images):
-        teacher = teacher_mode(self.teachers["sky"], self.cfg.method.teacher_train_mode)
-        return soft_targets(self.logits_2d(teacher, images).permute(0, 2, 3, 1).reshape(-1, self.classes.num_classes))
+        return soft_targets(self.logits_2d(self.teacher("sky"), images).permute(0, 2, 3, 1).reshape(-1, self.classes.num_classes))
 
-    def sky_pixels(self, s2, b, v, u, images, label=None):
-        """Pixels without a point whose sky-teacher class has no 3D geometry (and without a weak label when
-        `label` is given): (logits, labels, weights)."""
+    def sky_pixels(self, s2, b, v, u, images):
+        """Pixels without a point whose sky-teacher class has no 3D geometry: (logits, labels, weights)."""
         bsz, c, h, w = s2.shape
         linked = torch.zeros(bsz * h * w, dtype=torch.bool, device=s2.device)
         linked[(b * h + v) * w + u] = True
         sky_label, prob = self._sky_labels(images)
         keep = ~linked & self.classmap.no_3d_mask(sky_label)
-        if label is not None:
-            keep &= label.reshape(-1) == IGNORE_INDEX
         flat = s2.permute(0, 2, 3, 1).reshape(-1, c)
         return flat[keep], sky_label[keep], prob[keep]
 
