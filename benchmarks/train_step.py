@@ -59,8 +59,7 @@ def child(args) -> dict:
     import torch
 
     from recon.dataset import ClassList
-    from rewis.modes import config_from_dict
-    from rewis.modes import MODES, StepInfo
+    from rewis.modes import MODES, StepInfo, config_from_dict
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -113,7 +113,7 @@ class Rewis3dMode(EMAMode):
         self.students["3d"] = build_net3d(cfg.net3d, self.classmap.num_3d)
         self.teachers["3d"] = make_teacher(self.students["3d"])
         self.sky = None
-        self.class_weight_3d = None  # set by make_datasets when method.class_balance_3d > 0 (the default)
+        self.class_weight_3d = None  # set by train_data when method.class_balance_3d > 0 (the default)
         if cfg.method.sky_teacher and self.classmap.no_3d:
             self.teachers["sky"] = make_teacher(self.students["2d"])
             self.sky = SkyState()
