@@ -77,7 +77,7 @@ def test_a_finished_run_made_with_other_settings_is_not_reused(quality, tmp_path
 
     args = quality.parse_args(["--work", str(tmp_path), "--config", str(ROOT / "configs" / "quality_gpu.yaml"),
                                "--set", "data.num_workers=1"])
-    job = quality.jobs_for("street", args)[0]
+    job = next(j for j in quality.jobs_for("street", args) if j.mode == "rewis3d")
     data = {"scenes": {("recon", "scribbles"): [tmp_path / "scene0"]}, "val": [tmp_path / "val0"]}
     run = quality.run_dir_of(job, args)
     assert quality.changed_settings(job, data, args) == []  # not finished: nothing to compare
