@@ -79,9 +79,19 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, max_scans=args.max_scans, scan=args.scan,
         visibility=args.visibility)
     report = reconstruct(args.dir, args.out, options, overwrite=args.overwrite, color=args.color)
-    print(f"scene written to {args.out}: {report['frames_registered']}/{report['frames_total']} frames, "
-          f"{report['points']} points, {report['links']} links, {report['seconds']:.1f} s", file=sys.stdout)
+    print(f"scene written to {args.out}: {frames_line(report, args.out)}, {report['points']} points, "
+          f"{report['links']} links, {report['seconds']:.1f} s", file=sys.stdout)
     return 0
+
+
+def frames_line(report: dict, out: str) -> str:
+    """E.g. '58/62 frames passed validation (4 rejected: see SCENE/report.json)'; sources without pose
+    validation (rgbd, lidar, colmap) say '4/4 frames'."""
+    counts = f"{report['frames_registered']}/{report['frames_total']} frames"
+    if "frames_rejected" not in report:
+        return counts
+    rejected = len(report["frames_rejected"])
+    return f"{counts} passed validation" + (f" ({rejected} rejected: see {out}/report.json)" if rejected else "")
 
 
 def _check_ranges(args: argparse.Namespace) -> None:

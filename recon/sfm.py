@@ -79,6 +79,7 @@ class SfmResult:
     attempts: list[dict] = field(default_factory=list)
     best: str = ""
     merged: list[str] = field(default_factory=list)  # attempts whose frames were merged into the best model
+    database: Path | None = None  # the matching database (inside the caller's work folder)
 
 
 def matching_mode(options: SfmOptions, num_images: int) -> str:
@@ -87,7 +88,7 @@ def matching_mode(options: SfmOptions, num_images: int) -> str:
     return "exhaustive" if num_images <= options.exhaustive_max else "sequential"
 
 
-def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, stages: Stages) -> SfmResult | None:
+def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, stages: Stages) -> SfmResult:
     """A result with model None when no attempt produced a model."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,9 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, 
             colmap.match_features(database, mode, overlap=options.overlap, loop_detection=options.loop_detection,
                                   num_threads=options.num_threads, seed=options.seed)
         with stages("mapping"):
-            return map_database(database, image_dir, work, options, len(names), mode)
+            result = map_database(database, image_dir, work, options, len(names), mode)
+    result.database = database  # for the pose validation's two-view check, while `work` still exists
+    return result
 
 
 def map_database(database: Path, image_dir: Path, work: Path, options: SfmOptions, total: int, mode: str) -> SfmResult:

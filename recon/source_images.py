@@ -1,5 +1,6 @@
-"""Images source: pycolmap SfM (recon/sfm.py) -> registered frames, SfM points with track links, and
-optionally dense plane-sweep stereo (recon/stereo.py) fused into the same cloud (recon/fusion.py)."""
+"""Images source: pycolmap SfM (recon/sfm.py) -> registered frames, pose validation (recon/validate.py), SfM
+points with track links from the frames that pass, and optionally dense plane-sweep stereo (recon/stereo.py)
+fused into the same cloud (recon/fusion.py). Frames that fail stay in the scene without links."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.colmap_adapter import SfmModel
+from recon.colmap_adapter import SfmModel, two_view_matches
 from recon.dataset import exif_orientation, read_cameras, read_label
 from recon.errors import InputError
 from recon.fusion import densify, vote_labels
@@ -17,6 +18,7 @@ from recon.scale import metric_scale
 from recon.scene import UNLABELED, Cloud, Links, Scene
 from recon.sfm import SfmOptions, point_confidence, run_sfm
 from recon.sources import ReconOptions, Sequence, Stages, image_sizes
+from recon.validate import PoseChecks, validate_poses, without_frames
 
 
 def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, dict]:
@@ -32,21 +34,55 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
     work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
     try:
         result = run_sfm(seq.image_dir, [p.name for p in images], work, sfm_options, stages)
+        registered = 0 if result.model is None else result.model.num_frames
+        check_registered(registered, len(images), options.min_registered, result)
+        with stages("validate poses"):
+            rejected = validate_model(result.model, result.database, [p.name for p in images], PoseChecks())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    registered = 0 if result.model is None else result.model.num_frames
-    check_registered(registered, len(images), options.min_registered, result)
+    passed = registered - len(rejected)
+    check_registered(passed, len(images), options.min_registered, result, rejected)
     with stages("sfm scene"):
-        scene = scene_from_model(seq, result.model, "images")
-    info = {"frames_total": len(images), "frames_registered": registered, "matching": result.matching,
-            "attempts": result.attempts, "best_attempt": result.best, "sfm_points": len(scene.cloud),
-            "camera_model": result.model.camera_model, "camera_params": result.model.camera_params[0]}
+        scene = scene_from_model(seq, without_frames(result.model, rejected), "images")
+    info = {"frames_total": len(images), "frames_registered": passed, "frames_sfm_registered": registered,
+            "frames_rejected": [{"image": result.model.names[f], "reasons": r} for f, r in rejected.items()],
+            "matching": result.matching, "attempts": result.attempts, "best_attempt": result.best,
+            "sfm_points": len(scene.cloud), "camera_model": result.model.camera_model,
+            "camera_params": result.model.camera_params[0]}
     if options.dense is not False:
         scene, info["dense"] = densify(scene, options, stages)
     # after fusion: a few hundred SfM points rarely hold enough of the ground
     with stages("metric scale"):
         info["scale"] = metric_scale(scene, options.camera_height) if options.camera_height > 0 else {"method": "none"}
+    if rejected:  # after densifying and scaling, which must not see their poses
+        scene = with_unlinked_frames(scene, seq, result.model, list(rejected), info["scale"].get("factor", 1.0))
     return scene, info
+
+
+def validate_model(model: SfmModel, database: Path, names: list[str], checks: PoseChecks) -> dict[int, list[str]]:
+    """Frame index -> reasons, for the registered frames whose pose fails validation (recon/validate.py)."""
+    position = {name: i for i, name in enumerate(names)}
+    positions = np.array([position[name] for name in model.names])
+    return validate_poses(model, positions, two_view_matches(database, model, checks.two_view_reach), checks)
+
+
+def with_unlinked_frames(scene: Scene, seq: Sequence, model: SfmModel, frames: list[int], scale: float) -> Scene:
+    """`scene` with the given model frames put back in name order, without links: their images still train
+    the 2D network, while their untrusted poses (kept, scaled like the scene's) serve no 3D."""
+    poses = model.cam_from_world[frames].copy()
+    poses[:, :3, 3] *= scale
+    extra = [seq.frame(seq.image_dir / model.names[f], *model.sizes[f], model.K[f], pose)
+             for f, pose in zip(frames, poses)]
+    merged = scene.frames + extra
+    order = np.argsort([Path(f.image).name for f in merged], kind="stable")
+    new_index = np.argsort(order)[:len(scene.frames)]  # old frame -> its place in the merged order
+    counts = np.zeros(len(merged), np.int64)
+    counts[new_index] = np.diff(scene.links.offsets)
+    scene.links.offsets = np.concatenate([[0], np.cumsum(counts)])
+    linked = scene.cloud.source_frame >= 0
+    scene.cloud.source_frame[linked] = new_index[scene.cloud.source_frame[linked]]
+    scene.frames = [merged[i] for i in order]
+    return scene
 
 
 def sfm_options_from(options: ReconOptions, seq: Sequence) -> SfmOptions:
@@ -90,12 +126,19 @@ def check_upright(images: list[Path]) -> None:
                          "save the frames upright first (e.g. 'mogrify -auto-orient *.jpg')")
 
 
-def check_registered(registered: int, total: int, min_fraction: float, result) -> None:
+def check_registered(registered: int, total: int, min_fraction: float, result,
+                     rejected: dict[int, list[str]] | None = None) -> None:
     needed = max(2, int(np.ceil(min_fraction * total)))
     if registered >= needed:
         return
     tried = ", ".join(f"{a['name']}: {a['registered']}" for a in result.attempts) or "none"
-    raise InputError(f"SfM registered only {registered} of {total} frames (need {needed}; attempts {tried}); "
+    if rejected:
+        examples = "; ".join(f"{result.model.names[f]}: {reasons[0]}" for f, reasons in list(rejected.items())[:3])
+        what = (f"only {registered} of {total} frames passed pose validation ({len(rejected)} registered frames "
+                f"rejected, e.g. {examples})")
+    else:
+        what = f"SfM registered only {registered} of {total} frames"
+    raise InputError(f"{what} (need {needed}; attempts {tried}); "
                      "try more overlap between frames (--overlap, fewer skipped frames), --matching exhaustive, "
                      "--use-intrinsics when cameras.json has K, --focal-factor, or --mapper global")
 
