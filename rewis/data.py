@@ -123,7 +123,9 @@ class TrainDataset(Dataset):
     def _up(self, scene: Scene) -> np.ndarray:
         if self.cfg.up_axis != "auto":
             return augment.axis_vector(self.cfg.up_axis)
-        return cameras_up([f.cam_from_world for f in scene.frames])
+        linked = np.flatnonzero(np.diff(scene.links.offsets) > 0)  # frames rejected by pose validation have none
+        frames = [scene.frames[i] for i in linked] or scene.frames
+        return cameras_up([f.cam_from_world for f in frames])
 
     def __len__(self) -> int:
         return len(self.frames) * self.cfg.epoch_repeats
