@@ -1,4 +1,4 @@
-"""`rewis synth`: render a synthetic sequence (street or room) with full ground truth."""
+"""`rewis synth`: render a synthetic sequence (street, room or drive) with full ground truth."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-PRESET_NAMES = ("street", "room")
+PRESET_NAMES = ("street", "room", "drive")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="480x360", help="image size WIDTHxHEIGHT")
     parser.add_argument("--lidar", action="store_true", help="also write spinning-LiDAR sweeps (KITTI layout)")
     parser.add_argument("--step", type=float, default=None,
-                        help="metres between frames (default: 1.0 for street, 0.25 for room)")
+                        help="metres between frames (default: 1.0 for street, 0.25 for room; for drive the mean "
+                             "step of its ordinary stretches, 4.5)")
     parser.add_argument("--out", type=Path, required=True, help="sequence folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,4 +1,4 @@
-"""Built-in synthetic benchmark: `generate()` renders a street or room sequence with full ground truth.
+"""Built-in synthetic benchmark: `generate()` renders a street, room or drive sequence with full ground truth.
 
 The sequence is written into a temporary folder beside `out` and renamed into place at the end, so an
 interrupted run never leaves a half-written sequence and an existing folder is only replaced on success.
@@ -22,10 +22,11 @@ MIN_SIDE, MAX_SIDE = 16, 8192
 
 
 def _presets() -> dict:
+    from recon.synth.scene_drive import DrivePreset
     from recon.synth.scene_room import RoomPreset
     from recon.synth.scene_street import StreetPreset
 
-    return {"street": StreetPreset(), "room": RoomPreset()}
+    return {"street": StreetPreset(), "room": RoomPreset(), "drive": DrivePreset()}
 
 
 PRESETS: dict = _presets()
@@ -102,6 +103,7 @@ def _render_into(seq: Path, preset, frames: int, seed: int, size, lidar: bool, s
     lidar_rng = np.random.default_rng([seed, 3])
     bar = tqdm(range(frames), desc=f"synth {preset.name}", unit="frame", disable=not progress, leave=False)
     for i in bar:
+        renderer.show_frame(i)
         frame = renderer.render_frame(scene.K, scene.poses[i], *size)
         writer.write_frame(seq, i, frame, scene.classes)
         if lidar:
@@ -109,7 +111,7 @@ def _render_into(seq: Path, preset, frames: int, seed: int, size, lidar: bool, s
             writer.write_lidar_scan(seq, i, points, labels)
     bar.close()
     info = {"format": SYNTH_FORMAT, "preset": preset.name, "seed": seed, "size": list(size), "frames": frames,
-            "step": step, "lidar": lidar, "version": GENERATOR_VERSION}
+            "step": step, "lidar": lidar, "version": GENERATOR_VERSION, **scene.info}
     writer.write_sequence_meta(seq, scene.classes, scene.K, scene.poses, size, info)
     if lidar:
         writer.write_lidar_meta(seq, scene.classes, scene.K, sensor.cam_from_velo(), scene.poses)

@@ -187,6 +187,19 @@ class SceneMesh:
     def add(self, shape: Shape, cls: int, material: int, obj: int, instance: int = 0) -> None:
         self._parts.append((shape, cls, instance, material, obj))
 
+    def part_count(self) -> int:
+        return len(self._parts)
+
+    def size(self) -> tuple[int, int]:
+        """(vertices, triangles) added so far: where the next part's rows will start in `finish()`."""
+        return (sum(len(p[0].vertices) for p in self._parts), sum(len(p[0].triangles) for p in self._parts))
+
+    def repeat(self, first: int, last: int, rotation: np.ndarray, translation) -> None:
+        """Add parts [first, last) once more, moved rigidly, with the same objects: the copy has the very same
+        tint and texture offset, so it looks identical (a row of identical buildings)."""
+        for shape, cls, instance, material, obj in self._parts[first:last]:
+            self._parts.append((shape.transformed(rotation, translation), cls, instance, material, obj))
+
     def finish(self) -> dict[str, np.ndarray]:
         shapes = [p[0] for p in self._parts]
         merged = merge(shapes)

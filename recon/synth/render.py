@@ -29,6 +29,15 @@ class Lighting:
 
 
 @dataclass
+class Mover:
+    """Mesh rows of one rigid object that moves between frames (a driving car). It is built at the origin
+    after every static part, and placed per frame by `Renderer.show_frame`."""
+    vertices: slice    # its rows of mesh["vertices"] and mesh["normals"]
+    triangles: slice   # its rows of mesh["triangles"] (and of the per-triangle semantics)
+    world_from_local: list  # per frame: (4, 4) placement, or None where it is out of the scene
+
+
+@dataclass
 class SynthScene:
     """Everything a preset builds: geometry with semantics, light, the camera path."""
     classes: ClassList
@@ -38,6 +47,8 @@ class SynthScene:
     poses: list[np.ndarray]        # cam_from_world (4, 4) per frame
     miss_class: int = IGNORE_INDEX  # class of rays that hit nothing (sky)
     noise_seed: int = 0
+    movers: list[Mover] = field(default_factory=list)  # their triangles come after all static ones
+    info: dict = field(default_factory=dict)  # what the preset adds to synth.json (a drive's events)
 
 
 @dataclass
@@ -67,26 +78,49 @@ class Renderer:
         self.texture_offsets = texture_offsets(len(self.mesh["tints"]), scene.noise_seed)
         self._ray_cache: dict = {}
         self.pixel_angle = 0.0  # radians per pixel of the current camera (texture pre-filtering)
-        self.raycaster = o3d.t.geometry.RaycastingScene()
-        self.raycaster.add_triangles(o3d.core.Tensor(self.mesh["vertices"].astype(np.float32)),
-                                     o3d.core.Tensor(self.mesh["triangles"].astype(np.uint32)))
+        movers = scene.movers
+        static_end = movers[0].triangles.start if movers else len(self.mesh["triangles"])
+        self.raycaster = _raycaster(self.mesh["vertices"], self.mesh["triangles"][:static_end])
+        self._rest_pose = [(self.mesh["vertices"][mv.vertices].copy(), self.mesh["normals"][mv.vertices].copy())
+                           for mv in movers]
+        self._moving = None           # RaycastingScene of the movers placed for the current frame
+        self._moving_prims = None     # its triangle index -> mesh triangle index
+
+    def show_frame(self, index: int) -> None:
+        """Place the movers where they are at frame `index` (mesh rows and their own ray-caster)."""
+        present = []
+        for mover, (rest_v, rest_n) in zip(self.scene.movers, self._rest_pose):
+            pose = mover.world_from_local[index]
+            if pose is None:
+                continue
+            self.mesh["vertices"][mover.vertices] = rotate(rest_v, pose[:3, :3]) + pose[:3, 3]
+            self.mesh["normals"][mover.vertices] = rotate(rest_n, pose[:3, :3])
+            present.append(np.arange(mover.triangles.start, mover.triangles.stop))
+        if not present:
+            self._moving = self._moving_prims = None
+            return
+        self._moving_prims = np.concatenate(present)
+        corners = self.mesh["triangles"][self._moving_prims]
+        used, local = np.unique(corners, return_inverse=True)
+        self._moving = _raycaster(self.mesh["vertices"][used], local.reshape(corners.shape))
 
     # ------------------------------------------------------------------ rays
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
-        rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
-        out = self.raycaster.cast_rays(o3d.core.Tensor(rays))
-        prim = out["primitive_ids"].numpy().astype(np.int64)
-        prim[prim == o3d.t.geometry.RaycastingScene.INVALID_ID] = -1
-        t = out["t_hit"].numpy().astype(np.float64)
-        t[prim < 0] = np.inf
-        return Hits(t, prim, out["primitive_uvs"].numpy().astype(np.float64),
-                    out["primitive_normals"].numpy().astype(np.float64))
+        rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
+        hits = _cast(self.raycaster, rays)
+        if self._moving is None:
+            return hits
+        moving = _cast(self._moving, rays)
+        moving.prim = np.where(moving.prim >= 0, self._moving_prims[np.maximum(moving.prim, 0)], -1)
+        return _nearer(hits, moving)
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray, t_far: float) -> np.ndarray:
-        rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
-        hit = self.raycaster.test_occlusions(o3d.core.Tensor(rays), tnear=0.0, tfar=t_far)
-        return hit.numpy().astype(bool)
+        rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
+        hit = self.raycaster.test_occlusions(rays, tnear=0.0, tfar=t_far).numpy().astype(bool)
+        if self._moving is not None:
+            hit |= self._moving.test_occlusions(rays, tnear=0.0, tfar=t_far).numpy().astype(bool)
+        return hit
 
     def interpolate(self, attribute: str, prim: np.ndarray, bary: np.ndarray) -> np.ndarray:
         corners = self.mesh["triangles"][prim]
@@ -199,6 +233,29 @@ class Renderer:
         dirs = rotate(dirs_cam, world_from_cam[:3, :3])
         origins = np.broadcast_to(world_from_cam[:3, 3], dirs.shape)
         return origins, dirs
+
+
+def _raycaster(vertices: np.ndarray, triangles: np.ndarray) -> o3d.t.geometry.RaycastingScene:
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
+    return scene
+
+
+def _cast(raycaster: o3d.t.geometry.RaycastingScene, rays: o3d.core.Tensor) -> Hits:
+    out = raycaster.cast_rays(rays)
+    prim = out["primitive_ids"].numpy().astype(np.int64)
+    prim[prim == o3d.t.geometry.RaycastingScene.INVALID_ID] = -1
+    t = out["t_hit"].numpy().astype(np.float64)
+    t[prim < 0] = np.inf
+    return Hits(t, prim, out["primitive_uvs"].numpy().astype(np.float64),
+                out["primitive_normals"].numpy().astype(np.float64))
+
+
+def _nearer(a: Hits, b: Hits) -> Hits:
+    """Per ray, the closer of two hit sets (static scene and movers)."""
+    b_wins = b.t < a.t
+    return Hits(np.where(b_wins, b.t, a.t), np.where(b_wins, b.prim, a.prim),
+                np.where(b_wins[:, None], b.bary, a.bary), np.where(b_wins[:, None], b.geo_normal, a.geo_normal))
 
 
 def texture_offsets(num_objects: int, seed: int) -> np.ndarray:

@@ -60,6 +60,11 @@ def make_curve(rng: np.random.Generator, start: float, end: float) -> Curve:
         if rng.random() < 0.55:
             curvature[(arc >= s) & (arc < s + length)] = rng.choice([-1, 1]) / rng.uniform(70.0, 200.0)
         s += length + rng.uniform(15.0, 40.0)
+    return curve_from_curvature(arc, curvature)
+
+
+def curve_from_curvature(arc: np.ndarray, curvature: np.ndarray) -> Curve:
+    """Integrate radians per metre (sampled every metre along `arc`) into a curve through the origin at s = 0."""
     heading = np.concatenate([[0.0], np.cumsum(curvature[:-1])])
     tangents = np.stack([np.cos(heading), np.sin(heading)], 1)
     points = np.concatenate([[[0.0, 0.0]], np.cumsum(tangents[:-1], axis=0)])
@@ -120,6 +125,16 @@ def intrinsics(size: tuple[int, int], focal_factor: float) -> np.ndarray:
 
 def build_ground(p: ob.Placer, curve: Curve, lane: float, sides: list[Side]) -> None:
     left, right = sides
+    paint = build_road(p, curve, lane, sides)
+    if p.rng.random() < 0.7:
+        add_crosswalk(p, curve, left, right, paint)
+    for side in sides:
+        add_side_ground(p, curve, side)
+
+
+def build_road(p: ob.Placer, curve: Curve, lane: float, sides: list[Side]) -> int:
+    """Asphalt between the kerbs with lane edge lines and a dashed centre line; returns the paint object."""
+    left, right = sides
     road = m.ribbon(curve.points, curve.lefts, curve.arc, [-right.road_edge, 0.0, left.road_edge], [0, 0, 0], "up")
     p.put(road, np.eye(3), (0, 0, 0), "road", "asphalt", p.obj())
     paint = p.obj()
@@ -130,10 +145,7 @@ def build_ground(p: ob.Placer, curve: Curve, lane: float, sides: list[Side]) -> 
         dash = curve.span(s0, s0 + 3.0)
         p.put(m.ribbon(dash.points, dash.lefts, dash.arc, [-0.06, 0.06], [0.01, 0.01], "up"),
               np.eye(3), (0, 0, 0), "road", "paint", paint)
-    if p.rng.random() < 0.7:
-        add_crosswalk(p, curve, left, right, paint)
-    for side in sides:
-        add_side_ground(p, curve, side)
+    return paint
 
 
 def add_crosswalk(p: ob.Placer, curve: Curve, left: Side, right: Side, paint: int) -> None:
@@ -256,6 +268,11 @@ def _spaced(rng: np.random.Generator, curve: Curve, lo: float, hi: float) -> lis
 
 
 def build_cars(p: ob.Placer, curve: Curve, side: Side, lane: float, travel: float) -> None:
+    build_parked_cars(p, curve, side, lane)
+    build_lane_cars(p, curve, side, lane, travel)
+
+
+def build_parked_cars(p: ob.Placer, curve: Curve, side: Side, lane: float) -> None:
     rng = p.rng
     against = side.sign > 0  # left-side cars face the oncoming direction
     if side.parking:
@@ -264,6 +281,12 @@ def build_cars(p: ob.Placer, curve: Curve, side: Side, lane: float, travel: floa
             if rng.random() < 0.75:
                 _place_car(p, curve, s, side.sign * (lane + 1.1), against)
             s += rng.uniform(5.0, 9.0)
+
+
+def build_lane_cars(p: ob.Placer, curve: Curve, side: Side, lane: float, travel: float) -> None:
+    """Cars standing in the driving lanes, none on the camera's own path up to `travel`."""
+    rng = p.rng
+    against = side.sign > 0
     lane_centre = side.sign * lane / 2
     for s in _spaced(rng, curve, 12.0, 45.0):
         ego_lane = side.sign < 0
@@ -291,12 +314,16 @@ def build_end_walls(p: ob.Placer, curve: Curve, sides: list[Side]) -> None:
 
 def camera_path(rng: np.random.Generator, curve: Curve, lane: float, frames: int, step: float) -> list[np.ndarray]:
     """cam_from_world per frame: right lane, ~1.5 m high, looking along the road with small vibrations."""
+    return camera_path_at(rng, curve, lane, np.arange(frames) * step)
+
+
+def camera_path_at(rng: np.random.Generator, curve: Curve, lane: float, arcs: np.ndarray) -> list[np.ndarray]:
+    """cam_from_world at the given arc lengths along the road (one per frame)."""
     height = rng.uniform(1.4, 1.65)
     lateral = -lane / 2 + rng.uniform(-0.25, 0.25)
     yaw0, pitch0, roll0 = np.deg2rad(rng.uniform(-2, 2)), np.deg2rad(rng.uniform(-4, 1)), np.deg2rad(rng.uniform(-1, 1))
     poses = []
-    for i in range(frames):
-        s = i * step
+    for s in arcs:
         point, tangent, left = curve.at(s)
         shake = np.deg2rad(rng.normal(0.0, 0.25, size=3))
         heading = np.arctan2(tangent[1], tangent[0]) + yaw0 + shake[0]
