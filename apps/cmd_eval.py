@@ -16,7 +16,10 @@ Model and dataset classes must have the same names (their order may differ).
 
 The table is printed; --json PATH also writes the metrics (per-class IoU, mIoU, pixel accuracy, confusion
 counts) and a row-normalised confusion heat map beside it (PATH with suffix .confusion.png; --confusion to
-put it elsewhere). Images are sized as in `rewis predict` (see --mode there)."""
+put it elsewhere). Images are sized as in `rewis predict` (see --mode there).
+
+A 3D model (exported by a LiDAR mode) is scored on the scans of DATA: a KITTI-layout folder (velodyne/ +
+labels/), a sequence with lidar/, or a folder of such sequences; one point confusion matrix over all scans."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +47,10 @@ def output_files(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segment.draw import confusion_image
+    from rewis.model3d import model3d_folder
+
+    if model3d_folder(args.model) is not None:
+        return run_3d(args)
     from segment.evaluate import evaluate, find_sequences, format_table
     from segment.models import load_model
     from segment.predict import InferenceOptions, validate_options
@@ -58,10 +64,35 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(loaded, args.data, options, split=args.split, progress=not args.quiet)
     print(format_table(report))
     print(f"rewis eval: {report['images']} images, split {report['split']}, mIoU {100 * report['miou']:.2f}")
+    write_outputs(report, json_path, confusion_path)
+    return 0
+
+
+def write_outputs(report: dict, json_path: Path | None, confusion_path: Path | None) -> None:
+    from segment.draw import confusion_image
+
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=1) + "\n")
     if confusion_path:
         confusion_path.parent.mkdir(parents=True, exist_ok=True)
         confusion_image(report["confusion"], list(report["iou"])).save(confusion_path)
+
+
+def run_3d(args: argparse.Namespace) -> int:
+    """A 3D model on the scans of DATA (KITTI-layout folders or sequences with lidar/, dense labels/)."""
+    from rewis.model3d import load_model3d, score_scans
+    from rewis.scans import scan_folders
+    from segment.evaluate import format_table
+    from segment.predict import pick_device
+
+    json_path, confusion_path = output_files(args)
+    device = pick_device(args.device)
+    model = load_model3d(args.model, device)
+    folders = scan_folders([str(args.data)], model.label_map, "--data")
+    report = score_scans(model, folders, device, progress=not args.quiet)
+    report.update(model=model.source, data=str(args.data), gt_pixels=report["gt_points"])
+    print(format_table(report).replace("GT pixels", "GT points"))
+    print(f"rewis eval: {report['scans']} scans, mIoU {100 * report['miou']:.2f}")
+    write_outputs(report, json_path, confusion_path)
     return 0

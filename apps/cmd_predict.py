@@ -20,6 +20,10 @@ S-wide windows across it (overlap >= 1/3), sums the window logits per pixel (ave
 overlap) and upsamples to the image size, like the Rewis3d evaluation of wide road images; 'auto' (default)
 slides on images at least 1.5x wider than tall and resizes the others.
 
+A 3D model (exported by a LiDAR mode) takes a folder of point clouds (.bin KITTI velodyne scans, .npy (N, 3|4),
+.ply, .pcd; no labels or calibration needed) and writes REL.label (uint32; raw SemanticKITTI ids when the model
+was trained through the learning map, else class ids) and REL.ply coloured by class.
+
 Unreadable files are skipped and listed (exit 0 if at least one image was segmented, 2 if none).
 Existing outputs are never replaced without --overwrite."""
 
@@ -54,6 +58,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rewis.model3d import model3d_folder
+
+    if model3d_folder(args.model) is not None:
+        return run_3d(args)
     from segment.models import load_model
     from segment.predict import InferenceOptions, check_input_folder, predict_folder, validate_options
 
@@ -67,4 +75,22 @@ def run(args: argparse.Namespace) -> int:
     for rel, reason in summary.skipped:
         print(f"skipped {rel}: {reason}", file=sys.stderr)
     print(f"rewis predict: {summary.line()}")
+    return 0
+
+
+def run_3d(args: argparse.Namespace) -> int:
+    from recon.errors import InputError
+    from rewis.model3d import find_clouds, load_model3d, predict_folder3d
+    from segment.predict import pick_device
+
+    find_clouds(args.input)  # bad input fails before the model load
+    device = pick_device(args.device)
+    model = load_model3d(args.model, device)
+    summary = predict_folder3d(model, args.input, args.output, device, overwrite=args.overwrite,
+                               progress=not args.quiet)
+    for rel, reason in summary.skipped:
+        print(f"skipped {rel}: {reason}", file=sys.stderr)
+    if not summary.written:
+        raise InputError(f"--input {args.input}: no point cloud could be read ({len(summary.skipped)} skipped)")
+    print(f"rewis predict: {summary.line()} -> {args.output}")
     return 0

@@ -6,6 +6,8 @@
 - `ramp`: the lambda schedule of CMC.
 - `class_balanced_weights`: per-class CE weights from label counts (rare classes weigh more).
 - `ClassMap`: class ids <-> 3D head outputs when some classes (sky) have no 3D geometry.
+- `lovasz_softmax`: the IoU surrogate of the LiDAR modes (ScribbleKITTI, 2DPASS).
+- `scribblekitti_consistency`: (1/N)[sum_labeled CE + sum_unlabeled KL(p(t) || p(s))] (METHODS.md section 4).
 """
 
 from __future__ import annotations
@@ -126,3 +128,35 @@ class ClassMap:
 
     def no_3d_mask(self, labels: torch.Tensor) -> torch.Tensor:
         return self.is_no_3d.to(labels.device)[labels.long()]
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Lovasz-softmax (Berman et al. 2018): a convex surrogate of 1 - IoU, averaged over the classes present in
+    `target`; elements (N, C) logits, (N,) targets. Vectorised over classes with one sort per class column."""
+    valid = target != ignore_index
+    if not valid.any():
+        return zero_like_graph(logits)
+    probs = logits[valid].float().softmax(1)
+    truth = F.one_hot(target[valid], probs.shape[1]).to(probs.dtype)
+    errors, order = (truth - probs).abs().sort(0, descending=True)
+    truth_sorted = truth.gather(0, order)
+    positives = truth_sorted.sum(0)
+    intersection = positives - truth_sorted.cumsum(0)
+    union = positives + (1 - truth_sorted).cumsum(0)
+    jaccard = 1 - intersection / union
+    gradient = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    per_class = (errors * gradient).sum(0)
+    return per_class[positives > 0].mean()
+
+
+def scribblekitti_consistency(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE part, KL part) of ScribbleKITTI's mean-teacher loss: CE summed over labeled points and KL(teacher ||
+    student) summed over the unlabeled ones, both divided by all N points."""
+    n = max(1, len(target))
+    labeled = target != IGNORE_INDEX
+    ce = F.cross_entropy(student_logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / n
+    log_s = student_logits[~labeled].float().log_softmax(1)
+    log_t = teacher_logits[~labeled].float().log_softmax(1)
+    kl = (log_t.exp() * (log_t - log_s)).sum() / n
+    return ce, kl

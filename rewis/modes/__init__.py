@@ -10,9 +10,13 @@ from rewis import config as _config
 from rewis.modes.base import Mode, Mode2D, OfflineContext, Stage, StepInfo, adamw, make_scheduler
 from rewis.modes.ema import EMAMode
 from rewis.modes.full import FullMode
+from rewis.modes.lidar_full import LidarFullMode
+from rewis.modes.lidar_weak import LidarWeakMode
 from rewis.modes.rewis3d import Rewis3dMode
+from rewis.modes.scribblekitti import ScribbleKittiMode
 
-MODES: dict[str, type[Mode]] = {"full": FullMode, "ema": EMAMode, "rewis3d": Rewis3dMode}
+MODES: dict[str, type[Mode]] = {"full": FullMode, "ema": EMAMode, "rewis3d": Rewis3dMode, "lidar_full": LidarFullMode,
+                                "lidar_weak": LidarWeakMode, "scribblekitti": ScribbleKittiMode}
 
 __all__ = ["MODES", "Mode", "Mode2D", "OfflineContext", "Stage", "StepInfo", "adamw", "make_scheduler",
            "load_config", "config_from_dict", "method_schemas"]

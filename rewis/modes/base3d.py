@@ -1,0 +1,126 @@
+"""Base of the LiDAR modes (METHODS.md section 4): their product is a 3D point network.
+
+Training data are scans (rewis/scans.py) of `data.train`; `data.val` scans with dense labels are scored with
+one point confusion matrix (rewis/model3d.py, the evaluator of `rewis eval` on a 3D model); the export is a
+3D model folder. The network is the sparse voxel U-Net of `net3d` (voxel size, width, options); its inputs
+are xyz plus `method.features`. Classes without 3D geometry (sky) get no network output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon.errors import InputError
+from rewis.losses import ClassMap, lovasz_softmax
+from rewis.modes.base import Mode, Stage, adamw
+
+
+@dataclass
+class LidarMethod:
+    label_map: str = "auto"  # auto | ids (the folders' classes.json) | semantickitti (raw ids, learning map)
+    features: list[str] = field(default_factory=lambda: ["remission"])  # per-point inputs besides xyz
+    max_points: int = 40000  # points drawn per training scan (0 = every point)
+    lovasz: float = 1.0  # weight of the Lovasz-softmax term on the labelled points
+
+    def check(self, where: str) -> None:
+        from rewis.scans import FEATURES, LABEL_MAPS
+
+        if self.label_map not in LABEL_MAPS:
+            raise InputError(f"{where}: key 'method.label_map' is {self.label_map!r}; choose one of "
+                             f"{', '.join(LABEL_MAPS)}")
+        unknown = sorted(set(self.features) - set(FEATURES))
+        if unknown:
+            raise InputError(f"{where}: key 'method.features' holds {unknown}; known: {', '.join(FEATURES)}")
+        if self.max_points < 0 or self.lovasz < 0:
+            raise InputError(f"{where}: method.max_points and method.lovasz must be >= 0")
+
+
+class Mode3D(Mode):
+    Method = LidarMethod
+    label_kind = "labels"  # which labels train the network: labels (dense) | scribbles
+
+    def __init__(self, cfg, classes):
+        super().__init__(cfg, classes)
+        if cfg.net3d.kind != "sparse_unet":
+            raise InputError(f"{cfg.source or 'config'}: mode {cfg.mode} exports a sparse U-Net; set "
+                             "net3d.kind=sparse_unet")
+        self.classmap = ClassMap(classes.num_classes, classes.no_3d_ids)
+        self.students["3d"] = self.build_net()
+
+    @classmethod
+    def read_classes(cls, cfg):
+        folders = cls.train_folders(cfg)
+        for folder in folders:
+            folder.check(cls.label_kind)
+        return folders[0].classes
+
+    @staticmethod
+    def train_folders(cfg):
+        from rewis.scans import scan_folders
+
+        return scan_folders(cfg.data.train, cfg.method.label_map, f"{cfg.source or 'config'}: data.train")
+
+    def build_net(self):
+        from rewis.net3d import SparseUNet3D
+
+        n = self.cfg.net3d
+        return SparseUNet3D(num_classes=self.classmap.num_3d, in_channels=3 + len(self.cfg.method.features),
+                            voxel_size=n.voxel_size, base_channels=n.channels, **n.options)
+
+    def dataset(self, pseudo: Path | None = None):
+        from rewis.scans import ScanAugment, ScanDataset, collate_scans
+
+        d, m = self.cfg.data, self.cfg.method
+        aug = ScanAugment(d.rotate_up, tuple(d.scale3d), d.flip3d, d.jitter_sigma, d.jitter_clip)
+        data = ScanDataset(self.train_folders(self.cfg), self.label_kind, tuple(m.features), m.max_points,
+                           self.cfg.seed, aug, pseudo)
+        return data, collate_scans
+
+    def train_data(self, stage: Stage):
+        return self.dataset()
+
+    def optimizers(self, total_steps: int) -> dict:
+        return {"3d": adamw(self.students["3d"], self.cfg.optim3d, total_steps)}
+
+    def run_net(self, net, xyz: torch.Tensor, batch: dict) -> torch.Tensor:
+        features = batch["features"] if self.cfg.method.features else None
+        return net(xyz, features, batch["batch"])["logits"]
+
+    def supervised(self, logits: torch.Tensor, target: torch.Tensor) -> dict:
+        """CE (+ Lovasz) of 3D logits against class-id targets."""
+        target = self.classmap.to_3d(target)
+        out = {"3d/ce": torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)}
+        if self.cfg.method.lovasz:
+            out["3d/lovasz"] = self.cfg.method.lovasz * lovasz_softmax(logits, target)
+        return out
+
+    def losses(self, batch: dict, info) -> dict:
+        return self.supervised(self.run_net(self.students["3d"], batch["xyz_aug"], batch), batch["label"])
+
+    # ------------------------------------------------------------------------------------------ product
+    def model3d(self, net=None):
+        from rewis.model3d import Model3D
+        from rewis.scans import find_scan_folders
+
+        label_map = find_scan_folders(Path(self.cfg.data.train[0]), self.cfg.method.label_map)[0].label_map
+        head = self.classmap.from_3d(torch.arange(self.classmap.num_3d)).numpy().astype(np.uint8)
+        return Model3D(net if net is not None else self.students["3d"], self.classes, head,
+                       tuple(self.cfg.method.features), label_map)
+
+    def evaluate(self, device: torch.device) -> dict | None:
+        from rewis.model3d import score_scans
+        from rewis.scans import scan_folders
+
+        if not self.cfg.data.val:
+            return None
+        folders = scan_folders(self.cfg.data.val, self.cfg.method.label_map, "data.val")
+        return score_scans(self.model3d(), folders, device)
+
+    def export(self, folder: Path, card: dict) -> Path:
+        from rewis.model3d import export_model3d
+
+        return export_model3d(self.model3d(), folder, card)
