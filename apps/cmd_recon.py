@@ -33,7 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--camera-height", type=float, default=1.6, metavar="M",
                    help="metres between the ground and the camera (car, handheld: 1.4-1.8). SfM alone cannot know "
                         "the scale; the ground plane under the cameras turns it into metres, so voxel sizes in "
-                        "training configs mean metres. 0 keeps SfM's arbitrary units")
+                        "training configs mean metres. 0 turns the ground plane off")
+    g.add_argument("--scale", type=float, default=None, metavar="S",
+                   help="multiply SfM units by S to get metres (wins over depth and the ground plane; 1 keeps "
+                        "SfM's units)")
+    g.add_argument("--known-distance", nargs=3, default=None, metavar=("FRAME_A", "FRAME_B", "METRES"),
+                   help="the distance in metres between the cameras of two frames (image names or stems); "
+                        "sets the scale, winning over depth and the ground plane")
+    g.add_argument("--no-depth-scale", dest="depth_scale", action="store_false",
+                   help="ignore SEQ/depth/ for the scale (default: measured depth beside the images sets it)")
+    g.add_argument("--stereo-max-side", type=int, default=640, metavar="PX",
+                   help="dense stereo works at most this many pixels on the long side (links still point at "
+                        "the stored images' pixels); 0 = the input resolution (slow, memory-hungry)")
+    g.add_argument("--points-per-frame", type=int, default=15000, metavar="N",
+                   help="dense points kept per frame on average, by merging points that share a voxel (each "
+                        "keeps all its pixel links); 0 keeps every point")
     g.add_argument("--max-features", type=int, default=8192)
     g.add_argument("--mapper", choices=("auto", "incremental", "global"), default="auto",
                    help="first SfM attempt; auto: global with --use-intrinsics (more accurate poses on forward "
@@ -60,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recon.build import export_only, reconstruct
+    from recon.scale import scale_line
     from recon.sources import ReconOptions
 
     if args.export_only:
@@ -77,11 +92,27 @@ def run(args: argparse.Namespace) -> int:
         use_intrinsics=args.use_intrinsics, camera_height=args.camera_height, focal_factor=args.focal_factor, max_features=args.max_features,
         seed=args.seed, mapper=args.mapper, robust=args.robust, min_registered=args.min_registered,
         model=args.model, max_scans=args.max_scans, scan=args.scan,
-        visibility=args.visibility)
+        visibility=args.visibility, scale=args.scale, known_distance=known_distance(args.known_distance),
+        depth_scale=args.depth_scale, stereo_max_side=args.stereo_max_side, points_per_frame=args.points_per_frame)
     report = reconstruct(args.dir, args.out, options, overwrite=args.overwrite, color=args.color)
+    scale = f"; {scale_line(report['scale'])}" if "scale" in report else ""
     print(f"scene written to {args.out}: {frames_line(report, args.out)}, {report['points']} points, "
-          f"{report['links']} links, {report['seconds']:.1f} s", file=sys.stdout)
+          f"{report['links']} links, {report['seconds']:.1f} s{scale}", file=sys.stdout)
     return 0
+
+
+def known_distance(values: list[str] | None) -> tuple[str, str, float] | None:
+    if values is None:
+        return None
+    first, second, metres = values
+    try:
+        distance = float(metres)
+    except ValueError:
+        distance = float("nan")
+    if not distance > 0 or distance == float("inf"):
+        raise InputError(f"--known-distance {first} {second} {metres}: the distance must be a positive number of "
+                         "metres, e.g. --known-distance 000000 000010 2.5")
+    return first, second, distance
 
 
 def frames_line(report: dict, out: str) -> str:
@@ -104,6 +135,14 @@ def _check_ranges(args: argparse.Namespace) -> None:
     if not 0 <= args.min_registered <= 1:
         raise InputError(f"--min-registered {args.min_registered}: must lie in [0, 1]")
     if args.camera_height < 0:
-        raise InputError(f"--camera-height {args.camera_height}: must be >= 0 (0 keeps SfM's units)")
+        raise InputError(f"--camera-height {args.camera_height}: must be >= 0 (0 turns the ground plane off)")
+    if args.scale is not None and not 0 < args.scale < float("inf"):
+        raise InputError(f"--scale {args.scale}: must be a positive factor from SfM units to metres")
+    if args.scale is not None and args.known_distance is not None:
+        raise InputError("--scale and --known-distance both set the scale; give only one")
+    if args.stereo_max_side < 0 or 0 < args.stereo_max_side < 32:
+        raise InputError(f"--stereo-max-side {args.stereo_max_side}: must be 0 (no cap) or at least 32 pixels")
+    if args.points_per_frame < 0:
+        raise InputError(f"--points-per-frame {args.points_per_frame}: must be >= 0 (0 keeps every point)")
     if args.depth_half_range <= 0 or args.focal_factor <= 0:
         raise InputError("--depth-half-range and --focal-factor must be positive")

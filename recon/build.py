@@ -35,6 +35,9 @@ def reconstruct(seq_dir: Path, out: Path, options: ReconOptions | None = None, o
         raise InputError(f"--color {color!r}: choose one of {', '.join(COLOR_MODES)}")
     start = time.perf_counter()
     source = detect_source(seq_dir, options.source)
+    if source != "images" and (options.scale is not None or options.known_distance is not None):
+        raise InputError(f"--scale / --known-distance: apply to --source images only, not {source} (rgbd and "
+                         "lidar are metric, colmap keeps its model's units); drop the option")
     seq = open_sequence(seq_dir, options.weak_kind, need_images=source in ("images", "rgbd"))
     stages = stages or Stages(options.progress)
     module = importlib.import_module(f"recon.source_{source}")

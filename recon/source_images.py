@@ -14,7 +14,7 @@ from recon.colmap_adapter import SfmModel, two_view_matches
 from recon.dataset import exif_orientation, read_cameras, read_label
 from recon.errors import InputError
 from recon.fusion import densify, vote_labels
-from recon.scale import metric_scale
+from recon.scale import ScaleRequest, metric_scale
 from recon.scene import UNLABELED, Cloud, Links, Scene
 from recon.sfm import SfmOptions, point_confidence, run_sfm
 from recon.sources import ReconOptions, Sequence, Stages, image_sizes
@@ -30,6 +30,7 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
         sizes = image_sizes(images)
     check_upright(images)  # first: a rotated file also looks like a size mismatch
     check_sizes(images, sizes, options.shared_camera, dense=options.dense is not False)
+    check_known_frames(options.known_distance, images)
     sfm_options = sfm_options_from(options, seq)
     work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
     try:
@@ -49,13 +50,14 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
             "matching": result.matching, "attempts": result.attempts, "best_attempt": result.best,
             "sfm_points": len(scene.cloud), "camera_model": result.model.camera_model,
             "camera_params": result.model.camera_params[0]}
+    sfm_points = len(scene.cloud)
     if options.dense is not False:
         scene, info["dense"] = densify(scene, options, stages)
     # after fusion: a few hundred SfM points rarely hold enough of the ground
     with stages("metric scale"):
-        info["scale"] = metric_scale(scene, options.camera_height) if options.camera_height > 0 else {"method": "none"}
+        info["scale"] = metric_scale(scene, scale_request(options), sfm_points)
     if rejected:  # after densifying and scaling, which must not see their poses
-        scene = with_unlinked_frames(scene, seq, result.model, list(rejected), info["scale"].get("factor", 1.0))
+        scene = with_unlinked_frames(scene, seq, result.model, list(rejected), info["scale"]["factor"])
     return scene, info
 
 
@@ -83,6 +85,24 @@ def with_unlinked_frames(scene: Scene, seq: Sequence, model: SfmModel, frames: l
     scene.cloud.source_frame[linked] = new_index[scene.cloud.source_frame[linked]]
     scene.frames = [merged[i] for i in order]
     return scene
+
+
+def scale_request(options: ReconOptions) -> ScaleRequest:
+    return ScaleRequest(scale=options.scale, known_distance=options.known_distance,
+                        camera_height=options.camera_height, use_depth=options.depth_scale)
+
+
+def check_known_frames(known_distance: tuple | None, images: list[Path]) -> None:
+    """Before minutes of SfM: both frames of --known-distance must be images of the sequence."""
+    if known_distance is None:
+        return
+    names = {p.name for p in images} | {p.stem for p in images}
+    for name in known_distance[:2]:
+        if name not in names:
+            raise InputError(f"--known-distance: no frame {name!r} in {images[0].parent}; give two image file "
+                             f"names or stems, such as {images[0].stem} and {images[-1].stem}")
+    if known_distance[0] == known_distance[1]:
+        raise InputError(f"--known-distance: {known_distance[0]} given twice; name two different frames")
 
 
 def sfm_options_from(options: ReconOptions, seq: Sequence) -> SfmOptions:

@@ -41,7 +41,12 @@ class ReconOptions:
     loop_detection: bool = False
     shared_camera: bool = True
     use_intrinsics: bool = False  # take K from SEQ/cameras.json instead of self-calibrating
-    camera_height: float = 1.6  # metres above the ground: gives SfM's arbitrary scale metres (0 = keep SfM units)
+    camera_height: float = 1.6  # metres above the ground: gives SfM's arbitrary scale metres (0 = no ground plane)
+    scale: float | None = None  # the user's factor from SfM units to metres (wins over everything else)
+    known_distance: tuple[str, str, float] | None = None  # two frames and the metres between their cameras
+    depth_scale: bool = True  # scale from SEQ/depth/ when the images have it (before the ground plane)
+    stereo_max_side: int = 640  # dense stereo's working resolution: long side at most this many pixels (0 = no cap)
+    points_per_frame: int = 15000  # dense points kept per frame on average, by voxel merging (0 = keep all)
     focal_factor: float = 1.2  # focal prior = factor * max(W, H) when EXIF has none
     max_features: int = 8192
     seed: int = 0

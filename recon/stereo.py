@@ -1,7 +1,7 @@
 """Multi-view plane-sweep stereo in torch: per-frame depth maps with a confidence that tracks their error.
 
-Method (all frames share one working resolution, `scale` times the input size but at least `min_width` wide;
-grey images):
+Method (all frames share one working resolution, `scale` times the input size but at least `min_width` wide
+and at most `max_side` on the long side; grey images):
 1. Neighbours: for each reference frame the `neighbors` frames nearest in space that see enough of it
    (share of a pixel grid, placed at three depths of its range, landing inside them) with a baseline of
    at least `min_baseline` x its middle depth.
@@ -26,7 +26,11 @@ grey images):
 6. Edge confidence: low where the window straddles a depth jump among consistent depths (foreground
    fattening). confidence = geometric * sqrt(photometric * edge).
 7. Depth and confidence are upsampled to the input size (bilinear in inverse depth, nearest across depth
-   jumps); depth is 0 (no estimate) where the confidence is below `min_confidence`.
+   jumps) unless `upsample` is off; depth is 0 (no estimate) where the confidence is below `min_confidence`.
+
+The cap on the working resolution bounds time and memory: 50 phone photos (1080x1920) at half resolution took
+25 minutes and 6.3 GB; the cost volume grows with the pixels while the depth a 7-pixel window can resolve does
+not improve much beyond ~640 px for a scene's training cloud.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class StereoOptions:
     window: int = 7  # NCC window side, in working-resolution pixels
     scale: float = 0.5  # working resolution / input resolution ...
     min_width: int = 240  # ... but no narrower than this (nor wider than the input): small images lose detail
+    max_side: int = 640  # ... and no longer than this on the long side (0 = no cap); wins over min_width
+    upsample: bool = True  # return depth at the input size (False: at the working size, see working_size)
     best_k: int = 2  # neighbours averaged per hypothesis (the best ones)
     min_overlap: float = 0.3  # share of the reference a neighbour must see
     min_baseline: float = 0.02  # baseline / middle depth below which a frame is no neighbour
@@ -96,19 +102,41 @@ class Views:
         return self.grey.shape[-2], self.grey.shape[-1]
 
 
-def prepare_views(images, K, cam_from_world, depth_range, scale: float, min_width: int, device) -> Views:
-    height, width = images.shape[-2:]
+def working_size(height: int, width: int, options: StereoOptions) -> tuple[int, int]:
+    """(h, w) the sweep runs at for (height, width) inputs."""
+    return _working_size(height, width, options.scale, options.min_width, options.max_side)
+
+
+def _working_size(height: int, width: int, scale: float, min_width: int, max_side: int) -> tuple[int, int]:
     scale = min(1.0, max(scale, min_width / width))
-    h, w = max(8, round(height * scale)), max(8, round(width * scale))
-    grey = (images.to(device, torch.float32) * torch.tensor(GREY, device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    grey = grey - 0.5  # NCC ignores offsets; centred values keep the running-sum box filter precise
-    if (h, w) != (height, width):
-        grey = F.interpolate(grey, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    if max_side:
+        scale = min(scale, max_side / max(height, width))
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
+def prepare_views(images, K, cam_from_world, depth_range, scale: float, min_width: int, device,
+                  max_side: int = 0) -> Views:
+    """`images` (F, 3, H, W): float in [0, 1], or uint8, which is converted one frame at a time so that
+    full-resolution float copies of every frame never exist at once."""
+    height, width = images.shape[-2:]
+    h, w = _working_size(height, width, scale, min_width, max_side)
+    grey = torch.cat([grey_at(image[None], (h, w), device) for image in images])
     # continuous pixel coordinates have their origin at the image corner, so resizing is a pure scaling
     resize = torch.diag(torch.tensor([w / width, h / height, 1.0], dtype=torch.float64, device=device))
     K_work = resize @ K.to(device, torch.float64)
     ranges = sanitize_ranges(depth_range.to(device, torch.float64))
     return Views(grey, K_work, cam_from_world.to(device, torch.float64), torch.stack([1 / ranges[:, 1], 1 / ranges[:, 0]], 1))
+
+
+def grey_at(image: torch.Tensor, size: tuple[int, int], device) -> torch.Tensor:
+    """(1, 3, H, W) -> centred grey (1, 1, h, w)."""
+    image = image.to(device)
+    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.to(torch.float32)
+    grey = (image * torch.tensor(GREY, device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = grey - 0.5  # NCC ignores offsets; centred values keep the running-sum box filter precise
+    if tuple(size) != tuple(grey.shape[-2:]):
+        grey = F.interpolate(grey, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return grey
 
 
 def sanitize_ranges(ranges: torch.Tensor) -> torch.Tensor:
@@ -533,13 +561,15 @@ def check_inputs(images, K, cam_from_world, depth_range) -> None:
 
 def estimate_depths(images: torch.Tensor, K: torch.Tensor, cam_from_world: torch.Tensor, depth_range: torch.Tensor,
                     progress: bool = True, options: StereoOptions | None = None, **overrides):
-    """Depth (F, H, W) float32 (0 = no estimate) and confidence (F, H, W) float32 in [0, 1] per frame."""
+    """Depth (F, H, W) float32 (0 = no estimate) and confidence (F, H, W) float32 in [0, 1] per frame; at the
+    working size (F, h, w) of `working_size` when `upsample` is off."""
     options = resolve_options(options, overrides)
     check_inputs(images, K, cam_from_world, depth_range)
     device = pick_device(options.device, images)
     frames, _, height, width = images.shape
     with torch.no_grad():
-        views = prepare_views(images, K, cam_from_world, depth_range, options.scale, options.min_width, device)
+        views = prepare_views(images, K, cam_from_world, depth_range, options.scale, options.min_width, device,
+                              options.max_side)
         neighbors = select_neighbors(views, options.neighbors, options.min_overlap, options.min_baseline)
         inv_depth, photo = [], []
         for ref in tqdm(range(frames), desc="stereo", unit="frame", disable=not progress, leave=False):
@@ -560,7 +590,7 @@ def estimate_depths(images: torch.Tensor, K: torch.Tensor, cam_from_world: torch
         conf = geometric * (torch.stack(photo) * edge).sqrt()
         inv_depth = torch.where((conf >= options.min_confidence) & (depth > 0), 1 / depth.clamp_min(1e-9),
                                 torch.zeros_like(depth))
-        inv_up, conf_up = upsample(inv_depth, conf, (height, width))
+        inv_up, conf_up = upsample(inv_depth, conf, (height, width)) if options.upsample else (inv_depth, conf)
         depth_up = torch.where(inv_up > 0, 1 / inv_up.clamp_min(1e-12), torch.zeros_like(inv_up))
         conf_up = torch.where(depth_up > 0, conf_up.clamp(0, 1), torch.zeros_like(conf_up))
     return depth_up.float().to(images.device), conf_up.float().to(images.device)

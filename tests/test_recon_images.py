@@ -92,7 +92,7 @@ def test_dense_path_fuses_stereo_depth_with_links(sfm_scene, tmp_path, monkeypat
     seq, scene, _ = sfm_scene
     truth = {c.image: c.cam_from_world for c in read_cameras(seq)}
 
-    def fake_estimate_depths(images, K, cam_from_world, depth_range, progress=True):
+    def fake_estimate_depths(images, K, cam_from_world, depth_range, progress=True, **overrides):
         assert images.shape == (8, 3, 180, 240) and (depth_range[:, 0] < depth_range[:, 1]).all()
         depth = torch.stack([torch.from_numpy(read_depth(seq / "depth" / f"{i:06d}.npy")) for i in range(8)])
         # SfM's scale is arbitrary: express the true depth in it through the first two camera centres

@@ -1,11 +1,16 @@
-"""Metric scale of image-only scenes from the ground plane under the cameras (recon/scale.py)."""
+"""Metric scale of image-only scenes (recon/scale.py): the user's scale or known distance, measured depth, the
+ground plane under the cameras, each with a confidence."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from recon.scale import camera_centres, fit_ground, metric_scale
+from apps.cli import main
+from recon.dataset import read_cameras
+from recon.scale import ScaleRequest, camera_centres, fit_ground, metric_scale, scale_line
 from recon.scene import Cloud, Frame, Scene
 
 CAMERA_HEIGHT = 1.5
@@ -64,7 +69,7 @@ def test_metric_scale_undoes_an_sfm_gauge(gauge_scale):
     xyz_g, poses_g = similarity(xyz, poses, gauge_scale)
     scene = _scene(xyz_g, poses_g)
     report = metric_scale(scene, CAMERA_HEIGHT)
-    assert report["method"] == "ground plane"
+    assert report["method"] == "ground plane" and report["confidence"] == "high", report["reasons"]
     assert report["factor"] == pytest.approx(1.0 / gauge_scale, rel=0.02)
     # lengths are metres again: the camera path and the cloud's spread are those of the metric scene
     def path(p):
@@ -82,7 +87,104 @@ def test_no_ground_leaves_the_scene_alone():
     before = scene.cloud.xyz.copy()
     report = metric_scale(scene, CAMERA_HEIGHT)
     assert report["method"] == "none" and "ground plane" in report["reason"]
+    assert report["confidence"] == "none" and "--known-distance" in scale_line(report)
     assert np.array_equal(scene.cloud.xyz, before)
+
+
+def test_few_ground_points_give_low_confidence():
+    xyz, poses = room_like(np.random.default_rng(0))
+    sparse_floor = np.concatenate([xyz[:80], xyz[4500:]])  # the floor is xyz[:3000], the table xyz[3000:4500]
+    report = metric_scale(_scene(sparse_floor, poses), CAMERA_HEIGHT)
+    assert report["confidence"] == "low"
+    assert any("ground points" in r for r in report["reasons"])
+    line = scale_line(report)
+    assert line.startswith("scale: ground plane, low confidence (") and line.endswith("pass --scale or --known-distance")
+
+
+def test_a_table_taken_for_the_floor_is_doubted():
+    """The floor mostly hidden: the table top wins the fit, and the floor points beneath it give it away."""
+    xyz, poses = room_like(np.random.default_rng(0))
+    hidden_floor = np.concatenate([xyz[:400], xyz[3000:]])
+    report = metric_scale(_scene(hidden_floor, poses), CAMERA_HEIGHT)
+    assert report["confidence"] == "low"
+    assert any("below the plane" in r for r in report["reasons"]), report["reasons"]
+
+
+def test_a_compact_loop_is_an_indoor_like_trajectory():
+    xyz, _ = room_like(np.random.default_rng(0))
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    loop = np.stack([look_along_x(np.array([4 + np.cos(a), np.sin(a), CAMERA_HEIGHT]), 12.0) for a in angles])
+    report = metric_scale(_scene(xyz, loop), CAMERA_HEIGHT)
+    assert report["confidence"] == "low"
+    assert any("indoor-like trajectory" in r for r in report["reasons"])
+
+
+def test_user_scale_wins_over_the_ground_plane():
+    xyz, poses = room_like(np.random.default_rng(0))
+    scene = _scene(xyz, poses)
+    report = metric_scale(scene, ScaleRequest(scale=2.0))
+    assert (report["method"], report["confidence"], report["factor"]) == ("--scale", "given", 2.0)
+    assert np.allclose(scene.cloud.xyz, 2 * xyz, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ on a rendered sequence
+@pytest.fixture(scope="module")
+def street(synth_sequence):
+    return synth_sequence("street", frames=8, seed=0)
+
+
+def recon(seq, out, *extra) -> int:
+    return main(["recon", str(seq), "--out", str(out), "--no-dense", "--use-intrinsics", "--quiet", *extra])
+
+
+def size_over_truth(seq, scene_dir) -> float:
+    """Median ratio of reconstructed to true distances between camera centres."""
+    truth = {c.image: c.cam_from_world for c in read_cameras(seq)}
+    scene = Scene.load(scene_dir)
+    est = camera_centres(np.stack([f.cam_from_world for f in scene.frames]))
+    gt = camera_centres(np.stack([truth[f.image.split("/")[-1]] for f in scene.frames]))
+    i, j = np.triu_indices(len(est), 1)
+    return float(np.median(np.linalg.norm(est[i] - est[j], axis=1) / np.linalg.norm(gt[i] - gt[j], axis=1)))
+
+
+def test_depth_beside_the_images_gives_the_true_scale(street, tmp_path, capsys):
+    assert recon(street, tmp_path / "s") == 0
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["scale"]["method"] == "depth" and report["scale"]["confidence"] == "high"
+    assert size_over_truth(street, tmp_path / "s") == pytest.approx(1.0, abs=0.03)
+    assert "scale: depth, high confidence" in capsys.readouterr().out
+
+
+def test_known_distance_between_two_frames_sets_the_scale(street, tmp_path, capsys):
+    cams = {c.image: c.cam_from_world for c in read_cameras(street)}
+    a, b = camera_centres(np.stack([cams["000000.png"], cams["000007.png"]]))
+    metres = float(np.linalg.norm(a - b))
+    assert recon(street, tmp_path / "s", "--known-distance", "000000", "000007.png", str(metres)) == 0
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["scale"]["method"] == "--known-distance"
+    assert size_over_truth(street, tmp_path / "s") == pytest.approx(1.0, abs=0.03)
+    assert "scale: from --known-distance" in capsys.readouterr().out
+
+
+def test_scale_option_multiplies_sfm_units(street, tmp_path):
+    assert recon(street, tmp_path / "one", "--scale", "1") == 0
+    assert recon(street, tmp_path / "three", "--scale", "3") == 0
+    one, three = Scene.load(tmp_path / "one"), Scene.load(tmp_path / "three")
+    assert np.allclose(three.cloud.xyz, 3 * one.cloud.xyz, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--known-distance", "000000", "nosuchframe", "2"], "no frame 'nosuchframe'"),
+    (["--known-distance", "000000", "000003", "far"], "positive number of metres"),
+    (["--known-distance", "000000", "000000", "2"], "given twice"),
+    (["--scale", "-1"], "must be a positive factor"),
+    (["--scale", "2", "--known-distance", "000000", "000003", "2"], "give only one"),
+])
+def test_bad_scale_options_fail_in_one_line(street, tmp_path, capsys, extra, words):
+    assert recon(street, tmp_path / "s", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rewis recon: error:") and words in err[-1]
+    assert not (tmp_path / "s").exists()
 
 
 def _scene(xyz, poses) -> Scene:

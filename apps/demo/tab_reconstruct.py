@@ -21,6 +21,7 @@ from apps.demo.safety import (
 from recon.build import detect_source, reconstruct
 from recon.errors import InputError
 from recon.export import NONE_GREY, gltf_axes, point_colors, write_glb
+from recon.scale import scale_line
 from recon.scene import Scene
 from recon.sources import ReconOptions, Stages
 
@@ -95,7 +96,8 @@ def report_markdown(report: dict, title: str) -> str:
             f"- method: **{report['source']}**\n"
             f"- registered frames: **{report.get('frames_registered', '?')} / {report.get('frames_total', '?')}**\n"
             f"- points: **{report['points']:,}** (pixel links {report['links']:,})\n"
-            f"- time: **{report['seconds']:.1f} s** ({stages})\n")
+            f"- time: **{report['seconds']:.1f} s** ({stages})\n"
+            + (f"- {scale_line(report['scale'])}\n" if "scale" in report else ""))
 
 
 # ---------------------------------------------------------------------------------------------- colours
