@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ignore SEQ/depth/ for the scale (default: measured depth beside the images sets it)")
     g.add_argument("--stereo-max-side", type=int, default=640, metavar="PX",
                    help="dense stereo works at most this many pixels on the long side (links still point at "
-                        "the stored images' pixels); 0 = the input resolution (slow, memory-hungry)")
+                        "the stored images' pixels); 0 = no cap, half the input size (slow and memory-hungry on large "
+                        "photos)")
     g.add_argument("--points-per-frame", type=int, default=15000, metavar="N",
                    help="dense points kept per frame on average, by merging points that share a voxel (each "
                         "keeps all its pixel links); 0 keeps every point")
