@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "sets the scale, winning over depth and the ground plane")
     g.add_argument("--no-depth-scale", dest="depth_scale", action="store_false",
                    help="ignore SEQ/depth/ for the scale (default: measured depth beside the images sets it)")
-    g.add_argument("--stereo-max-side", type=int, default=640, metavar="PX",
+    g.add_argument("--stereo-max-side", type=int, default=480, metavar="PX",
                    help="dense stereo works at most this many pixels on the long side (links still point at "
                         "the stored images' pixels); 0 = no cap, half the input size (slow and memory-hungry on large "
                         "photos)")

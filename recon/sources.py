@@ -45,7 +45,7 @@ class ReconOptions:
     scale: float | None = None  # the user's factor from SfM units to metres (wins over everything else)
     known_distance: tuple[str, str, float] | None = None  # two frames and the metres between their cameras
     depth_scale: bool = True  # scale from SEQ/depth/ when the images have it (before the ground plane)
-    stereo_max_side: int = 640  # dense stereo's working resolution: long side at most this many pixels (0 = no cap)
+    stereo_max_side: int = 480  # dense stereo's working resolution: long side at most this many pixels (0 = no cap)
     points_per_frame: int = 15000  # dense points kept per frame on average, by voxel merging (0 = keep all)
     focal_factor: float = 1.2  # focal prior = factor * max(W, H) when EXIF has none
     max_features: int = 8192

@@ -29,8 +29,8 @@ and at most `max_side` on the long side; grey images):
    jumps) unless `upsample` is off; depth is 0 (no estimate) where the confidence is below `min_confidence`.
 
 The cap on the working resolution bounds time and memory: 50 phone photos (1080x1920) at half resolution took
-25 minutes and 6.3 GB; the cost volume grows with the pixels while the depth a 7-pixel window can resolve does
-not improve much beyond ~640 px for a scene's training cloud.
+25 minutes and 6.3 GB. On a rendered 50-frame 1080x1920 room, 480 px gave the same depth accuracy as 640 px
+(median 0.2-0.3 % off, 99 % of the fused points within 5 %) in half the stereo time (207 s against 431 s).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class StereoOptions:
     window: int = 7  # NCC window side, in working-resolution pixels
     scale: float = 0.5  # working resolution / input resolution ...
     min_width: int = 240  # ... but no narrower than this (nor wider than the input): small images lose detail
-    max_side: int = 640  # ... and no longer than this on the long side (0 = no cap); wins over min_width
+    max_side: int = 480  # ... and no longer than this on the long side (0 = no cap); wins over min_width
     upsample: bool = True  # return depth at the input size (False: at the working size, see working_size)
     best_k: int = 2  # neighbours averaged per hypothesis (the best ones)
     min_overlap: float = 0.3  # share of the reference a neighbour must see

@@ -20,7 +20,8 @@ from recon.stereo import StereoOptions, estimate_depths, working_size
 
 def test_working_size_caps_the_long_side_and_keeps_small_images():
     options = StereoOptions()
-    assert working_size(1920, 1080, options) == (640, 360)  # portrait phone photos
+    assert working_size(1920, 1080, options) == (480, 270)  # portrait phone photos
+    assert working_size(1920, 1080, StereoOptions(max_side=640)) == (640, 360)
     assert working_size(180, 240, options) == (180, 240)
     assert working_size(1920, 1080, StereoOptions(max_side=0)) == (960, 540)  # the old half resolution
 
