@@ -90,9 +90,10 @@ def make_scene(seq: Path, scene: Path) -> Path:
     log(f"reconstruct {seq.name} from its images (SfM with the camera's calibration + dense stereo) -> {scene}")
     t = time.perf_counter()
     # known intrinsics, as from a calibrated camera: at 240x180 and a few frames self-calibration misses the focal
-    # length by 13-16 %, which bends the reconstruction
+    # length by 13-16 %, which bends the reconstruction. The scale comes from the images too (the ground plane),
+    # not from the depth the generator writes beside them.
     report = reconstruct(seq, scene, ReconOptions(source="images", weak_kind="scribbles", progress=False, stride=1,
-                                                  use_intrinsics=True), overwrite=True)
+                                                  use_intrinsics=True, depth_scale=False), overwrite=True)
     log(f"  {report['points']} points, {report['links']} links in {time.perf_counter() - t:.0f} s")
     return scene
 

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense stereo works at most this many pixels on the long side (links still point at "
                         "the stored images' pixels); 0 = no cap, half the input size (slow and memory-hungry on large "
                         "photos)")
-    g.add_argument("--points-per-frame", type=int, default=15000, metavar="N",
+    g.add_argument("--points-per-frame", type=int, default=40000, metavar="N",
                    help="dense points kept per frame on average, by merging points that share a voxel (each "
                         "keeps all its pixel links); 0 keeps every point")
     g.add_argument("--max-features", type=int, default=8192)

@@ -132,7 +132,8 @@ def prepare(preset: str, args) -> dict:
 
                     t = time.perf_counter()
                     reconstruct(seq, scene, ReconOptions(source=source, weak_kind=kind, progress=False,
-                                                         stride=args.stride, use_intrinsics=not args.self_calibrate),
+                                                         stride=args.stride, use_intrinsics=not args.self_calibrate,
+                                                         depth_scale=False),  # "recon" scenes: images only
                                 overwrite=True)
                     print(f"[quality] {preset} {space} scene {seq.name} ({kind}) in {time.perf_counter() - t:.0f} s",
                           file=sys.stderr, flush=True)
