@@ -91,8 +91,8 @@ def run_3d(args: argparse.Namespace) -> int:
     model = load_model3d(args.model, device)
     folders = scan_folders([str(args.data)], model.label_map, "--data")
     report = score_scans(model, folders, device, progress=not args.quiet)
-    report.update(model=model.source, data=str(args.data), gt_pixels=report["gt_points"])
-    print(format_table(report).replace("GT pixels", "GT points"))
+    report.update(model=model.source, data=str(args.data))
+    print(format_table(report, counts="gt_points"))
     print(f"rewis eval: {report['scans']} scans, mIoU {100 * report['miou']:.2f}")
     write_outputs(report, json_path, confusion_path)
     return 0

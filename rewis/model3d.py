@@ -200,11 +200,11 @@ def score_scans(model: Model3D, folders: list[ScanFolder], device: str | torch.d
     from segment.metrics import ConfusionMeter
 
     meter = ConfusionMeter(model.classes.num_classes)
+    luts = {folder.path: class_lut(folder.classes, model.classes, folder.path) for folder in folders}
     items = [(f, s) for f in folders for s in f.scans]
     for folder, scan in tqdm(items, desc="eval", unit="scan", disable=not progress, leave=False):
-        lut = class_lut(folder.classes, model.classes, folder.path)
         points = folder.points(scan)
-        truth = lut[folder.labels(scan, "labels", len(points))]
+        truth = luts[folder.path][folder.labels(scan, "labels", len(points))]
         meter.update(torch.from_numpy(model.predict(points, device).astype(np.int64)),
                      torch.from_numpy(truth.astype(np.int64)))
     report = meter.summary(list(model.classes.names))

@@ -169,14 +169,16 @@ def ground_truth(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
     return sample.lut[label]
 
 
-def format_table(report: dict) -> str:
+def format_table(report: dict, counts: str = "gt_pixels") -> str:
+    """The per-class IoU table; `counts` names the report's ground-truth counts (gt_pixels, or gt_points)."""
     names = list(report["iou"])
     width = max(12, *(len(n) for n in names))
-    lines = [f"{'class':<{width}}  {'IoU':>7}  {'GT pixels':>12}", "-" * (width + 23)]
+    heading = counts.replace("gt_", "GT ")
+    lines = [f"{'class':<{width}}  {'IoU':>7}  {heading:>12}", "-" * (width + 23)]
     for name in names:
         iou = report["iou"][name]
         shown = "    n/a" if iou is None else f"{100 * iou:7.2f}"
-        lines.append(f"{name:<{width}}  {shown}  {report['gt_pixels'][name]:>12}")
+        lines.append(f"{name:<{width}}  {shown}  {report[counts][name]:>12}")
     lines.append("-" * (width + 23))
     lines.append(f"{'mIoU':<{width}}  {100 * report['miou']:7.2f}")
     lines.append(f"{'pixel acc.':<{width}}  {100 * report['pixel_accuracy']:7.2f}")

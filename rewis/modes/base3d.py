@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.dataset import IGNORE_INDEX
 from recon.errors import InputError
 from rewis.losses import ClassMap, lovasz_softmax
 from rewis.modes.base import Mode, Stage, adamw
@@ -49,6 +50,7 @@ class Mode3D(Mode):
             raise InputError(f"{cfg.source or 'config'}: mode {cfg.mode} exports a sparse U-Net; set "
                              "net3d.kind=sparse_unet")
         self.classmap = ClassMap(classes.num_classes, classes.no_3d_ids)
+        self.scan_folders = self.train_folders(cfg)  # found once: every stage's data and the export use them
         self.students["3d"] = self.build_net()
 
     @classmethod
@@ -76,7 +78,7 @@ class Mode3D(Mode):
 
         d, m = self.cfg.data, self.cfg.method
         aug = ScanAugment(d.rotate_up, tuple(d.scale3d), d.flip3d, d.jitter_sigma, d.jitter_clip)
-        data = ScanDataset(self.train_folders(self.cfg), self.label_kind, tuple(m.features), m.max_points,
+        data = ScanDataset(self.scan_folders, self.label_kind, tuple(m.features), m.max_points,
                            self.cfg.seed, aug, pseudo)
         return data, collate_scans
 
@@ -93,10 +95,14 @@ class Mode3D(Mode):
     def supervised(self, logits: torch.Tensor, target: torch.Tensor) -> dict:
         """CE (+ Lovasz) of 3D logits against class-id targets."""
         target = self.classmap.to_3d(target)
-        out = {"3d/ce": torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=255)}
-        if self.cfg.method.lovasz:
-            out["3d/lovasz"] = self.cfg.method.lovasz * lovasz_softmax(logits, target)
+        out = {"3d/ce": torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)}
+        out.update(self.lovasz_term(logits, target))
         return out
+
+    def lovasz_term(self, logits: torch.Tensor, target_3d: torch.Tensor) -> dict:
+        """{"3d/lovasz": weighted Lovasz-softmax} against 3D-head targets, or {} with method.lovasz 0."""
+        weight = self.cfg.method.lovasz
+        return {"3d/lovasz": weight * lovasz_softmax(logits, target_3d)} if weight else {}
 
     def losses(self, batch: dict, info) -> dict:
         return self.supervised(self.run_net(self.students["3d"], batch["xyz_aug"], batch), batch["label"])
@@ -104,12 +110,10 @@ class Mode3D(Mode):
     # ------------------------------------------------------------------------------------------ product
     def model3d(self, net=None):
         from rewis.model3d import Model3D
-        from rewis.scans import find_scan_folders
 
-        label_map = find_scan_folders(Path(self.cfg.data.train[0]), self.cfg.method.label_map)[0].label_map
         head = self.classmap.from_3d(torch.arange(self.classmap.num_3d)).numpy().astype(np.uint8)
         return Model3D(net if net is not None else self.students["3d"], self.classes, head,
-                       tuple(self.cfg.method.features), label_map)
+                       tuple(self.cfg.method.features), self.scan_folders[0].label_map)
 
     def evaluate(self, device: torch.device) -> dict | None:
         from rewis.model3d import score_scans

@@ -76,10 +76,7 @@ class ScribbleKittiMode(Mode3D):
             t = self.run_net(self.teachers["3d"].eval(), batch["xyz"], batch)
         target = self.classmap.to_3d(batch["label"])
         ce, kl = scribblekitti_consistency(s, t, target)
-        out = {"3d/ce": ce, "3d/consistency": kl}
-        if self.cfg.method.lovasz:
-            out["3d/lovasz"] = self.cfg.method.lovasz * self.supervised(s, batch["label"])["3d/lovasz"]
-        return out
+        return {"3d/ce": ce, "3d/consistency": kl, **self.lovasz_term(s, target)}
 
     def after_step(self, info: StepInfo) -> None:
         a = ema_decay(info.stage_step, self.cfg.method.ema_max)  # a fresh teacher restarts its warm-up
