@@ -5,7 +5,7 @@ points into a BEV grid, close the gaps between scan rings, skeletonise every con
 keep its main curve. Where the curve's cells hold more than about 8 % of the class's points (walls, poles, trees:
 points stacked in height), only the points nearest each cell's median height are kept; where they hold fewer
 (ground), the curve is widened inside its region. Only points of the class itself are labeled, so scribbles never
-disagree with the ground truth. Files follow the KITTI odometry layout of docs/FORMATS.md, read with numpy."""
+disagree with the ground truth. Files: every scan reader of rewis/scans.py (docs/FORMATS.md, LiDAR)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, medial_axis
-from tqdm import tqdm
 
-from recon.atomic import staged_folder
 from recon.dataset import IGNORE_INDEX, ClassList, read_classes, read_json
 from recon.errors import InputError
 from rewis.weak_labels import EIGHT_CONNECTED, FOUR_CONNECTED, Coverage, main_curves
@@ -202,46 +200,14 @@ def lidar_classes(folder: Path) -> ClassList | None:
     return None
 
 
-def check_lidar_folder(folder: Path, overwrite: bool) -> list[str]:
-    scan_ids = sorted(p.stem for p in (folder / "velodyne").glob("*.bin"))
-    if not scan_ids:
-        raise InputError(f"{folder / 'velodyne'}: no .bin scans; expected the KITTI odometry layout "
-                         f"(velodyne/<6 digits>.bin, labels/<6 digits>.label)")
-    for scan_id in scan_ids:
-        if not (folder / "labels" / f"{scan_id}.label").is_file():
-            raise InputError(f"{folder}: scan {scan_id}.bin has no dense label {folder / 'labels' / scan_id}.label;"
-                             f" scribbles are derived from dense labels, so add it or remove the scan")
-    if (folder / "scribbles").exists() and not overwrite:
-        raise InputError(f"{folder / 'scribbles'}: LiDAR scribbles already exist; pass --overwrite to replace them")
-    return scan_ids
-
-
-def scribble_lidar_folder(folder: Path, scan_ids: list[str], coverage: Coverage,
-                          params: LidarScribbleParams = LidarScribbleParams(), progress: bool = True) -> None:
-    classes = lidar_classes(folder)
-    names = classes.names if classes is not None else ()
-    # overwrite=True: check_lidar_folder already refused existing scribbles without --overwrite
-    with staged_folder(folder / "scribbles", overwrite=True) as staging:
-        for scan_id in tqdm(scan_ids, desc=f"{folder.name} scribbles", unit="scan", disable=not progress):
-            points, labels = read_scan(folder, scan_id)
-            scribbles = make_lidar_scribbles(points[:, :3], labels, params)
-            write_scribble_file(staging / f"{scan_id}.label", scribbles)
-            coverage.add_mask(scribbles, labels, names)
-
-
 def scribble_lidar(root: Path, overwrite: bool = False, params: LidarScribbleParams = LidarScribbleParams(),
                    progress: bool = True) -> Coverage:
-    """Scribbles for a KITTI-layout folder, a sequence's lidar/, or every sequence of a dataset folder."""
+    """Scribbles for a scan folder of any reader (rewis/scans.py), a sequence's lidar/, or every sequence of a
+    dataset folder, into scribbles/ beside the dense labels (rewis/lidar_weak_labels.py)."""
+    from rewis.lidar_weak_labels import LidarWeakSpec, label_scans
+
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: folder not found; pass a KITTI-layout LiDAR folder (velodyne/, labels/) "
                          f"or a sequence folder with lidar/")
-    folders = find_lidar_folders(root)
-    if not folders:
-        raise InputError(f"{root}: no LiDAR data (velodyne/ and labels/) here, in {root / 'lidar'} or in its "
-                         f"sequence folders; render with 'rewis synth --lidar' or use the KITTI odometry layout")
-    checked = [(folder, check_lidar_folder(folder, overwrite)) for folder in folders]
-    coverage = Coverage("lidar scribbles", element="points")
-    for folder, scan_ids in checked:
-        scribble_lidar_folder(folder, scan_ids, coverage, params, progress)
-    return coverage
+    return label_scans(root, LidarWeakSpec("scribbles", scribbles=params), overwrite, progress)

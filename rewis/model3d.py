@@ -1,10 +1,12 @@
 """The exported 3D model folder, and point-cloud prediction and evaluation with it.
 
-A 3D model folder holds `config.json` ({"format": "rewis.model3d/1", classes, input features, label map,
+A 3D model folder holds `config.json` ({"format": "rewis.model3d/1", classes, input features and their column
+count (`feature_columns`; rgb = r, g, b, seen: rewis/scan_colour.py), label map,
 voxel size, the class id of every network output}), `model.safetensors` (the SparseUNet3D weights with its
 architecture in the metadata, rewis/net3d.py) and `README.md` (a model card). It loads without anything of
 the training run. Prediction reads `.bin` (KITTI float32 x, y, z, remission), `.npy` ((N, 3) or (N, 4)),
-`.ply` and `.pcd` (open3d; no remission: a model that wants it gets zeros, said once) and writes
+`.ply` and `.pcd` (open3d; no remission: a model that wants it gets zeros, said once; a model with the `rgb`
+feature is refused, see predict_folder3d) and writes
 `<stem>.label` (uint32; raw SemanticKITTI ids when the model learnt through the learning map) and a
 `<stem>.ply` coloured by class.
 """
@@ -23,7 +25,7 @@ from torch import nn
 from recon.dataset import IGNORE_INDEX, ClassList
 from recon.errors import InputError
 from rewis.ema import unwrap
-from rewis.scans import ScanFolder, point_features, raw_ids
+from rewis.scans import FEATURE_COLUMNS, ScanSource, feature_channels, point_features, raw_ids, scan_rgb
 
 FORMAT = "rewis.model3d/1"
 CLOUD_SUFFIXES = (".bin", ".npy", ".ply", ".pcd")
@@ -39,17 +41,19 @@ class Model3D:
     source: str = "training"
 
     @torch.no_grad()
-    def scores(self, points: np.ndarray, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, points: np.ndarray, device: torch.device | str = "cpu",
+               rgb: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Class ids (N,) uint8 and their softmax probabilities (N,) float32 of one cloud (N, 4): x, y, z,
-        remission."""
+        remission; `rgb` (N, 4) the camera colours (rewis/scan_colour.py) when the model takes them."""
         xyz = torch.from_numpy(np.ascontiguousarray(points[:, :3], dtype=np.float32)).to(device)
-        feats = torch.from_numpy(point_features(points, self.features)).to(device)
+        feats = torch.from_numpy(point_features(points, self.features, rgb)).to(device)
         net = unwrap(self.net).to(device).eval()
         prob, index = net(xyz, feats if self.features else None, None)["logits"].float().softmax(1).max(1)
         return self.head_classes[index.cpu().numpy()], prob.cpu().numpy()
 
-    def predict(self, points: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-        return self.scores(points, device)[0]
+    def predict(self, points: np.ndarray, device: torch.device | str = "cpu",
+                rgb: np.ndarray | None = None) -> np.ndarray:
+        return self.scores(points, device, rgb)[0]
 
 
 def export_model3d(model: Model3D, folder: Path, card: dict) -> Path:
@@ -58,6 +62,7 @@ def export_model3d(model: Model3D, folder: Path, card: dict) -> Path:
     net = unwrap(model.net)
     net.save(folder / "model.safetensors")
     config = {"format": FORMAT, "classes": model.classes.to_json(), "features": list(model.features),
+              "feature_columns": feature_channels(model.features),
               "label_map": model.label_map, "voxel_size": net.config.voxel_size,
               "head_classes": model.head_classes.tolist()}
     (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
@@ -94,6 +99,10 @@ def load_model3d(ref: str | Path, device: str | torch.device = "cpu") -> Model3D
     config = json.loads((folder / "config.json").read_text())
     net = SparseUNet3D.load(folder / "model.safetensors", device).eval()
     classes = ClassList.from_json(config["classes"], where=f"{folder / 'config.json'}: classes")
+    unknown = sorted(set(config["features"]) - set(FEATURE_COLUMNS))
+    if unknown:
+        raise InputError(f"{folder / 'config.json'}: features {unknown} are unknown to this rewis (known: "
+                         f"{', '.join(FEATURE_COLUMNS)}); update rewis")
     return Model3D(net, classes, np.asarray(config["head_classes"], np.uint8), tuple(config["features"]),
                    config["label_map"], str(folder))
 
@@ -148,9 +157,19 @@ class Predict3DSummary:
 
 def predict_folder3d(model: Model3D, input_dir: Path, output: Path, device: str = "cpu", overwrite: bool = False,
                      progress: bool = True) -> Predict3DSummary:
-    """Segment every cloud under `input_dir` into `output`, keeping relative paths."""
+    """Segment every cloud under `input_dir` into `output`, keeping relative paths.
+
+    A model that takes camera colour (`rgb`) is refused here, before anything is written, rather than fed
+    zeros: zero colour with seen = 0 is what it learnt for points outside the camera view, so it would segment
+    the whole cloud as if no camera saw it, silently worse exactly where the images helped; a user who trained
+    with images expects them used, and `rewis eval --data` on the scan folder (images and calibration beside
+    the scans) gives them. Missing remission only warns: bare .ply / .pcd files cannot carry it."""
     from tqdm import tqdm
 
+    if "rgb" in model.features:
+        raise InputError(f"model {model.source}: needs camera colour (feature 'rgb': image and calibration per "
+                         "scan), which bare point clouds lack; score a scan folder with images via rewis eval "
+                         "--data, or train without rgb in method.features")
     clouds = find_clouds(input_dir)
     targets = [(c, output / c.relative_to(input_dir).with_suffix(".label")) for c in clouds]
     existing = [t for _, t in targets if t.exists() or t.with_suffix(".ply").exists()]
@@ -191,9 +210,10 @@ def write_coloured_ply(path: Path, xyz: np.ndarray, labels: np.ndarray, classes:
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def score_scans(model: Model3D, folders: list[ScanFolder], device: str | torch.device = "cpu",
+def score_scans(model: Model3D, folders: list[ScanSource], device: str | torch.device = "cpu",
                 progress: bool = False) -> dict:
-    """One point confusion matrix of `model` over every scan of `folders` (their dense labels)."""
+    """One point confusion matrix of `model` over every scan of `folders` (their dense labels; their camera
+    images when the model takes rgb)."""
     from tqdm import tqdm
 
     from segment.evaluate import class_lut
@@ -205,7 +225,8 @@ def score_scans(model: Model3D, folders: list[ScanFolder], device: str | torch.d
     for folder, scan in tqdm(items, desc="eval", unit="scan", disable=not progress, leave=False):
         points = folder.points(scan)
         truth = luts[folder.path][folder.labels(scan, "labels", len(points))]
-        meter.update(torch.from_numpy(model.predict(points, device).astype(np.int64)),
+        predicted = model.predict(points, device, scan_rgb(folder, scan, points, model.features))
+        meter.update(torch.from_numpy(predicted.astype(np.int64)),
                      torch.from_numpy(truth.astype(np.int64)))
     report = meter.summary(list(model.classes.names))
     report.update(scans=len(items), gt_points={n: int(v) for n, v in zip(model.classes.names,

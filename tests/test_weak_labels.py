@@ -355,7 +355,7 @@ def test_cli_scribbles_a_kitti_folder_and_refuses_to_overwrite(tmp_path, capsys)
     assert main(["labels", str(folder), "--kind", "scribbles"]) == 2
     assert "--overwrite" in one_error_line(capsys)
     assert main(["labels", str(folder), "--kind", "coarse"]) == 2
-    assert "only as scribbles" in one_error_line(capsys)
+    assert "LiDAR weak labels are scribbles, points, semi" in one_error_line(capsys)
     assert (folder / "scribbles" / "000000.label").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["labels", "scribbles", "velodyne"]
 

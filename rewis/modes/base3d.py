@@ -3,7 +3,9 @@
 Training data are scans (rewis/scans.py) of `data.train`; `data.val` scans with dense labels are scored with
 one point confusion matrix (rewis/model3d.py, the evaluator of `rewis eval` on a 3D model); the export is a
 3D model folder. The network is the sparse voxel U-Net of `net3d` (voxel size, width, options); its inputs
-are xyz plus `method.features`. Classes without 3D geometry (sky) get no network output.
+are xyz plus the columns of `method.features` (remission: 1; rgb: 4, rewis/scan_colour.py). Weak modes train on
+the weak labels named by `method.weak_labels` (scribbles | points | semi, written by `rewis labels --lidar`);
+`lidar_full` on the dense labels. Classes without 3D geometry (sky) get no network output.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from rewis.modes.base import Mode, Stage, adamw
 @dataclass
 class LidarMethod:
     label_map: str = "auto"  # auto | ids (the folders' classes.json) | semantickitti (raw ids, learning map)
-    features: list[str] = field(default_factory=lambda: ["remission"])  # per-point inputs besides xyz
+    features: list[str] = field(default_factory=lambda: ["remission"])  # per-point inputs besides xyz: remission, rgb
+    weak_labels: str = "scribbles"  # weak modes: which weak labels train them (scribbles | points | semi)
     max_points: int = 40000  # points drawn per training scan (0 = every point)
     lovasz: float = 1.0  # weight of the Lovasz-softmax term on the labelled points
 
     def check(self, where: str) -> None:
-        from rewis.scans import FEATURES, LABEL_MAPS
+        from rewis.scans import FEATURES, LABEL_MAPS, WEAK_KINDS
 
         if self.label_map not in LABEL_MAPS:
             raise InputError(f"{where}: key 'method.label_map' is {self.label_map!r}; choose one of "
@@ -36,13 +39,18 @@ class LidarMethod:
         unknown = sorted(set(self.features) - set(FEATURES))
         if unknown:
             raise InputError(f"{where}: key 'method.features' holds {unknown}; known: {', '.join(FEATURES)}")
+        if self.weak_labels not in WEAK_KINDS:
+            raise InputError(f"{where}: key 'method.weak_labels' is {self.weak_labels!r}; choose one of "
+                             f"{', '.join(WEAK_KINDS)}")
+        if len(set(self.features)) != len(self.features):
+            raise InputError(f"{where}: key 'method.features' lists a feature twice: {self.features}")
         if self.max_points < 0 or self.lovasz < 0:
             raise InputError(f"{where}: method.max_points and method.lovasz must be >= 0")
 
 
 class Mode3D(Mode):
     Method = LidarMethod
-    label_kind = "labels"  # which labels train the network: labels (dense) | scribbles
+    label_kind = "labels"  # which labels train the network: labels (dense) | scribbles (weak: method.weak_labels)
 
     def __init__(self, cfg, classes):
         super().__init__(cfg, classes)
@@ -54,10 +62,19 @@ class Mode3D(Mode):
         self.students["3d"] = self.build_net()
 
     @classmethod
+    def labels_used(cls, cfg) -> str:
+        """The labels of the scans that train this mode: `labels` (dense) or the weak kind of method.weak_labels."""
+        return "labels" if cls.label_kind == "labels" else cfg.method.weak_labels
+
+    @property
+    def weak_kind(self) -> str:
+        return self.labels_used(self.cfg)
+
+    @classmethod
     def read_classes(cls, cfg):
         folders = cls.train_folders(cfg)
         for folder in folders:
-            folder.check(cls.label_kind)
+            folder.check(cls.labels_used(cfg), tuple(cfg.method.features))
         return folders[0].classes
 
     @staticmethod
@@ -68,9 +85,11 @@ class Mode3D(Mode):
 
     def build_net(self):
         from rewis.net3d import SparseUNet3D
+        from rewis.scans import feature_channels
 
         n = self.cfg.net3d
-        return SparseUNet3D(num_classes=self.classmap.num_3d, in_channels=3 + len(self.cfg.method.features),
+        in_channels = 3 + feature_channels(self.cfg.method.features)
+        return SparseUNet3D(num_classes=self.classmap.num_3d, in_channels=in_channels,
                             voxel_size=n.voxel_size, base_channels=n.channels, **n.options)
 
     def dataset(self, pseudo: Path | None = None):
@@ -78,7 +97,7 @@ class Mode3D(Mode):
 
         d, m = self.cfg.data, self.cfg.method
         aug = ScanAugment(d.rotate_up, tuple(d.scale3d), d.flip3d, d.jitter_sigma, d.jitter_clip)
-        data = ScanDataset(self.scan_folders, self.label_kind, tuple(m.features), m.max_points,
+        data = ScanDataset(self.scan_folders, self.weak_kind, tuple(m.features), m.max_points,
                            self.cfg.seed, aug, pseudo)
         return data, collate_scans
 

@@ -1,6 +1,7 @@
 """Mode `scribblekitti` (ScribbleKITTI, CVPR 2022; METHODS.md section 4): a 3D mean teacher on LiDAR scribbles,
 then class-range-balanced pseudo-labels and a retraining from fresh weights on scribbles plus pseudo-labels.
 
+Weak labels: those of `method.weak_labels` (scribbles by default; points or semi also work).
 - Stage `mean_teacher`: student on augmented scans, EMA teacher (a_max 0.99) on the original points; loss
   (1/N)[sum_labeled CE + sum_unlabeled KL(p(t) || p(s))] + Lovasz on the labelled points.
 - Offline step before stage `retrain`: the teacher predicts every training scan twice, streaming: the first
@@ -26,6 +27,7 @@ from rewis.ema import ema_decay, ema_update, make_teacher
 from rewis.losses import scribblekitti_consistency
 from rewis.modes.base import OfflineContext, Stage, StepInfo
 from rewis.modes.base3d import LidarMethod, Mode3D
+from rewis.scans import scan_rgb
 
 
 @dataclass
@@ -102,7 +104,7 @@ class ScribbleKittiMode(Mode3D):
             labels.astype("<u4").tofile(ctx.out / f"{index}.label")
             kept += int((labels != IGNORE_INDEX).sum())
             folder, scan = data.items[index]
-            if (folder.path / "labels" / f"{scan}.label").is_file():
+            if folder.has_labels(scan, "labels"):
                 truth = folder.labels(scan, "labels", len(labels))
                 mask = (labels != IGNORE_INDEX) & (truth != IGNORE_INDEX)
                 right, judged = right + int((labels[mask] == truth[mask]).sum()), judged + int(mask.sum())
@@ -115,9 +117,10 @@ class ScribbleKittiMode(Mode3D):
         m = self.cfg.method
         folder, scan = data.items[index]
         points = folder.points(scan)
-        weak = folder.labels(scan, "scribbles", len(points))
-        classes, conf = teacher.scores(points, device)
-        return ScanCells.of(points[:, :2], classes, conf, weak, m.ring_width, m.max_range, m.bins)
+        weak = folder.labels(scan, self.weak_kind, len(points))
+        classes, conf = teacher.scores(points, device, scan_rgb(folder, scan, points, teacher.features))
+        xy = points[:, :2] - folder.sensor_xy(scan, points)  # ranges from the sensor, also for world-frame scans
+        return ScanCells.of(xy, classes, conf, weak, m.ring_width, m.max_range, m.bins)
 
 
 @dataclass
