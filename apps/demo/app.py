@@ -1,4 +1,4 @@
-"""The demo's gr.Blocks: a header, the Segment, Reconstruct and Scribble tabs, and the safe launch settings
+"""The demo's gr.Blocks: a header, the Segment, Reconstruct, Point cloud and Scribble tabs, and the safe launch settings
 (loopback bind, upload size limit, queue with concurrency limits, no stack traces in the page, per-session temp
 folders removed when a session ends and at shutdown)."""
 
@@ -13,9 +13,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from apps.demo import tab_reconstruct, tab_scribble, tab_segment
-from apps.demo.examples import DEFAULT_CACHE, Examples, ExampleSpec
+from apps.demo import tab_pointcloud, tab_reconstruct, tab_scribble, tab_segment
+from apps.demo.examples import DEFAULT_CACHE, Examples, ExampleScan, ExampleSpec
 from apps.demo.models import DEFAULT_MODELS_DIR, ModelCatalog
+from apps.demo.models3d import Model3DCatalog
 from apps.demo.safety import Limits, SessionFolders, SingleJob
 
 CSS = """
@@ -28,8 +29,9 @@ footer {visibility: hidden;}
 """
 HEADER = """<div class="rewis-header">
 <h1>rewis: dense segmentation from scribbles</h1>
-<p>Segment images with a SegFormer, reconstruct a scene in 3D, and train from a few strokes: the 3D geometry
-spreads sparse labels to every pixel (cross-modal Mean Teacher, Rewis3d).</p></div>"""
+<p>Segment images with a SegFormer, reconstruct a scene in 3D, segment LiDAR point clouds with a 3D model, and
+train from a few strokes: the 3D geometry spreads sparse labels to every pixel (cross-modal Mean Teacher,
+Rewis3d).</p></div>"""
 
 
 @dataclass
@@ -38,6 +40,8 @@ class DemoContext:
     models: ModelCatalog
     examples: Examples
     sessions: SessionFolders
+    models3d: Model3DCatalog = field(default_factory=lambda: Model3DCatalog(models_dir=None))
+    example_scan: ExampleScan = field(default_factory=ExampleScan)
     limits: Limits = field(default_factory=Limits)
     training: SingleJob = field(default_factory=lambda: SingleJob("training job"))
     train_steps: int = 100
@@ -46,11 +50,13 @@ class DemoContext:
 
 def make_context(model: str | None = None, models_dir: Path | None = DEFAULT_MODELS_DIR,
                  cache_dir: Path = DEFAULT_CACHE, example: ExampleSpec | None = None, limits: Limits | None = None,
-                 train_steps: int = 100, train_overrides: dict | None = None) -> DemoContext:
+                 train_steps: int = 100, train_overrides: dict | None = None, model3d: str | None = None,
+                 example_scan: Path | None = None) -> DemoContext:
     example, limits = example or ExampleSpec(), limits or Limits()
     return DemoContext(models=ModelCatalog(model, models_dir), examples=Examples(cache_dir, example),
-                       sessions=SessionFolders(max_age_s=60 * limits.session_max_age_min), limits=limits,
-                       train_steps=train_steps, train_overrides=train_overrides or {})
+                       sessions=SessionFolders(max_age_s=60 * limits.session_max_age_min),
+                       models3d=Model3DCatalog(model3d, models_dir), example_scan=ExampleScan(cache_dir, example_scan),
+                       limits=limits, train_steps=train_steps, train_overrides=train_overrides or {})
 
 
 def build_demo(ctx: DemoContext) -> gr.Blocks:
@@ -59,10 +65,12 @@ def build_demo(ctx: DemoContext) -> gr.Blocks:
         gr.HTML(HEADER)
         with gr.Tabs():
             model_pickers = [tab_segment.build(ctx), tab_reconstruct.build(ctx)]
+            pointcloud_pickers = tab_pointcloud.build(ctx)
             tab_scribble.build(ctx)
         # models trained in the Scribble tab (or exported into the models folder) appear on the next page load
         demo.load(lambda: [gr.update(choices=ctx.models.choices(), value=ctx.models.default())] * len(model_pickers),
                   None, model_pickers, api_name=False, queue=False)
+        demo.load(lambda: tab_pointcloud.refresh(ctx), None, pointcloud_pickers, api_name=False, queue=False)
         demo.unload(ctx.sessions.end_session)
     demo.queue(max_size=ctx.limits.queue_size, default_concurrency_limit=ctx.limits.concurrency)
     return demo

@@ -1,9 +1,9 @@
 """Which segmentation models the demo offers, and loading them once.
 
 Choices, in order: the model given with --model; every exported model (a folder with config.json, or a run
-folder with export/ or best/) directly under the models folder; models trained in the Scribble tab during this
-server's life; and, only when none of those exists, an untrained random SegFormer-b0 so the page still works
-(labelled as untrained: its predictions are noise)."""
+folder with export/ or best/) directly under the models folder, except 3D point-cloud models (apps/demo/models3d.py);
+models trained in the Scribble tab during this server's life; and, only when none of those exists, an untrained
+random SegFormer-b0 so the page still works (labelled as untrained: its predictions are noise)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,10 @@ class ModelCatalog:
 
 
 def _loadable(folder: Path) -> bool:
+    from rewis.model3d import model3d_folder
+
+    if model3d_folder(folder) is not None:  # a point-cloud model: the Point cloud tab offers it
+        return False
     try:
         return resolve_model_folder(str(folder)) is not None
     except InputError:

@@ -36,6 +36,11 @@ class Limits:
     queue_size: int = 64  # waiting requests before new ones are refused
     session_max_age_min: int = 180  # session folders idle this long are swept (API clients never "unload")
     concurrency: int = 2  # requests that run at once per event (the heavy tabs run one at a time)
+    max_points: int = 2_000_000  # per uploaded point cloud (a KITTI scan has about 120k)
+    max_shown_points: int = 150_000  # the 3D viewer draws a subsample of bigger clouds; every point is labelled
+
+
+CLOUD_SUFFIXES = (".bin", ".npy", ".ply", ".pcd")  # what rewis.model3d.read_cloud reads
 
 
 ALLOWED_IMAGE_TYPES = sorted(IMAGE_SUFFIXES)
@@ -114,6 +119,48 @@ def check_image_file(path: Path, limits: Limits) -> None:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise InputError(f"'{name}' is not a readable image (corrupt file, or not really a "
                          f"{path.suffix.lower().lstrip('.')} image); upload png or jpg images") from None
+
+
+def read_point_cloud(path: Path, limits: Limits):
+    """(N, 4) float32 x, y, z, remission of an uploaded cloud and whether it had remission; refuses wrong types,
+    unreadable files, too many points and non-finite coordinates, naming the file."""
+    import numpy as np
+
+    from rewis.model3d import read_cloud
+
+    name = original_name(path)
+    if path.suffix.lower() not in CLOUD_SUFFIXES:
+        raise InputError(f"'{name}' is not a point cloud file; allowed types: {', '.join(CLOUD_SUFFIXES)}")
+    _check_point_count(path, name, limits)
+    try:
+        points, has_remission = read_cloud(path)
+    except InputError as e:
+        raise InputError(f"'{name}': {str(e).split(': ', 1)[-1]}") from None
+    except (OSError, ValueError, RuntimeError):
+        raise InputError(f"'{name}' is not a readable {path.suffix.lower().lstrip('.')} point cloud") from None
+    if len(points) > limits.max_points:
+        raise InputError(f"'{name}' holds {len(points):,} points; at most {limits.max_points:,}")
+    if not len(points):
+        raise InputError(f"'{name}' holds no points")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise InputError(f"'{name}': {int(bad.sum()):,} points have NaN or infinite values; remove them first")
+    return points, has_remission
+
+
+def _check_point_count(path: Path, name: str, limits: Limits) -> None:
+    """The point count of .bin and .npy files from their size or header, before anything is read."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix not in (".bin", ".npy"):
+        return
+    try:
+        count = path.stat().st_size // 16 if suffix == ".bin" else len(np.load(path, mmap_mode="r"))
+    except (OSError, ValueError, TypeError):  # TypeError: a 0-d array
+        raise InputError(f"'{name}' is not a readable {suffix.lstrip('.')} point cloud") from None
+    if count > limits.max_points:
+        raise InputError(f"'{name}' holds {count:,} points; at most {limits.max_points:,}")
 
 
 def original_name(path: Path) -> str:
