@@ -19,7 +19,9 @@ counts) and a row-normalised confusion heat map beside it (PATH with suffix .con
 put it elsewhere). Images are sized as in `rewis predict` (see --mode there).
 
 A 3D model (exported by a LiDAR mode) is scored on the scans of DATA: a KITTI-layout folder (velodyne/ +
-labels/), a sequence with lidar/, or a folder of such sequences; one point confusion matrix over all scans."""
+labels/), a folder of .npy scans (points/ + labels/, or points_*.npy + labels_*.npy), a nuScenes dataroot
+(v1.0-*/ tables with lidarseg), a sequence with lidar/, or a folder of such sequences; one point confusion
+matrix over all scans (docs/FORMATS.md, LiDAR)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

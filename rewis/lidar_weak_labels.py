@@ -1,6 +1,6 @@
 """Weak labels on LiDAR scans, derived from dense labels, for every scan reader of rewis/scans.py:
 - `scribbles`: ScribbleKITTI-style curves (rewis/lidar_scribbles.py), about 8 % of the points;
-- `points`: `per_class` random points of every class present in a scan (default 20: about 0.2 % of a
+- `points`: `per_class` random points of every class present in a scan (default 20: 0.2-0.3 % of a
   SemanticKITTI scan), seeded per scan id;
 - `semi`: the semi-supervised setting: a `fraction` of the scans (at least one, drawn by the seed) keep their
   dense labels, every other scan is all unlabeled.

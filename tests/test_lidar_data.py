@@ -194,6 +194,10 @@ def test_nuscenes_tables_give_scans_labels_and_the_lidar_to_camera_chain(tmp_pat
     seen = colours[:, 3] == 1
     assert seen[[0, 1, 4]].all() and not seen[[2, 3]].any()  # ahead of the camera; behind or beside it
     assert np.allclose(colours[seen, :3], [200 / 255, 0, 0])
+    assert main(["labels", str(tmp_path / "nuscenes"), "--kind", "points", "--quiet"]) == 0
+    clicks = tmp_path / "nuscenes" / "weak" / "v1.0-mini" / "clicks" / "lidar1.label"
+    assert np.fromfile(clicks, "<u4").tolist() == [17, 24, 0, 2, 30, 0]  # lidarseg indices; 0 = unlabeled
+    assert np.array_equal(folder.labels("lidar1", "points", 6), labels)  # 20 per class: every labelled point
 
 
 def test_nuscenes_bad_tables_and_labels_fail_with_one_line_naming_the_file(tmp_path):
