@@ -128,9 +128,11 @@ def make_scene(seq: Path, scene: Path) -> Path:
     t = time.perf_counter()
     # known intrinsics, as from a calibrated camera: at 240x180 and a few frames self-calibration misses the focal
     # length by 13-16 %, which bends the reconstruction. The scale comes from the images too (the ground plane),
-    # not from the depth the generator writes beside them.
+    # not from the depth the generator writes beside them, and moving classes are masked where the scribbles
+    # mark them (not from the dense labels, which a scribbling user does not have).
     report = reconstruct(seq, scene, ReconOptions(source="images", weak_kind="scribbles", progress=False, stride=1,
-                                                  use_intrinsics=True, depth_scale=False), overwrite=True)
+                                                  use_intrinsics=True, depth_scale=False, mask_moving="weak"),
+                         overwrite=True)
     log(f"  {report['points']} points, {report['links']} links in {time.perf_counter() - t:.0f} s")
     return scene
 

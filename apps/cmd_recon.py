@@ -50,6 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense points kept per frame on average, by merging points that share a voxel (each "
                         "keeps all its pixel links); 0 keeps every point")
     g.add_argument("--max-features", type=int, default=8192)
+    g.add_argument("--moving-classes", default=None, metavar="NAMES",
+                   help="comma-separated classes that move in this capture (e.g. car,person): SfM detects no "
+                        "keypoints where the frames' labels or weak labels mark them (default: classes.json's "
+                        "'moving', else none; parked cars are good features, so name only what moves)")
+    g.add_argument("--mask-moving", choices=("auto", "weak", "off"), default="auto",
+                   help="which labels mark the moving classes: labels/ and weak labels (auto), weak labels only "
+                        "(weak), or none (off)")
     g.add_argument("--mapper", choices=("auto", "incremental", "global"), default="auto",
                    help="first SfM attempt; auto: global with --use-intrinsics (more accurate poses on forward "
                         "drives), else incremental (the global mapper needs a usable focal length)")
@@ -94,12 +101,17 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, mapper=args.mapper, robust=args.robust, min_registered=args.min_registered,
         model=args.model, max_scans=args.max_scans, scan=args.scan,
         visibility=args.visibility, scale=args.scale, known_distance=known_distance(args.known_distance),
-        depth_scale=args.depth_scale, stereo_max_side=args.stereo_max_side, points_per_frame=args.points_per_frame)
+        depth_scale=args.depth_scale, stereo_max_side=args.stereo_max_side, points_per_frame=args.points_per_frame,
+        mask_moving=args.mask_moving, moving_classes=moving_classes(args.moving_classes))
     report = reconstruct(args.dir, args.out, options, overwrite=args.overwrite, color=args.color)
     scale = f"; {scale_line(report['scale'])}" if "scale" in report else ""
     print(f"scene written to {args.out}: {frames_line(report, args.out)}, {report['points']} points, "
           f"{report['links']} links, {report['seconds']:.1f} s{scale}", file=sys.stdout)
     return 0
+
+
+def moving_classes(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def known_distance(values: list[str] | None) -> tuple[str, str, float] | None:

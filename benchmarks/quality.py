@@ -133,7 +133,8 @@ def prepare(preset: str, args) -> dict:
                     t = time.perf_counter()
                     reconstruct(seq, scene, ReconOptions(source=source, weak_kind=kind, progress=False,
                                                          stride=args.stride, use_intrinsics=not args.self_calibrate,
-                                                         depth_scale=False),  # "recon" scenes: images only
+                                                         # "recon" scenes: images and weak labels only
+                                                         depth_scale=False, mask_moving="weak"),
                                 overwrite=True)
                     print(f"[quality] {preset} {space} scene {seq.name} ({kind}) in {time.perf_counter() - t:.0f} s",
                           file=sys.stderr, flush=True)

@@ -69,9 +69,13 @@ def set_seed(seed: int) -> None:
 
 def extract_features(database: Path, image_dir: Path, names: list[str], *, shared_camera: bool = True,
                      camera_model: str = "SIMPLE_RADIAL", camera_params: list[float] | None = None,
-                     focal_factor: float = 1.2, max_features: int = 8192, num_threads: int = -1) -> None:
-    """SIFT on the CPU. Without EXIF focal length COLMAP starts from focal = focal_factor * max(W, H)."""
+                     focal_factor: float = 1.2, max_features: int = 8192, num_threads: int = -1,
+                     mask_dir: Path | None = None) -> None:
+    """SIFT on the CPU. Without EXIF focal length COLMAP starts from focal = focal_factor * max(W, H). With
+    `mask_dir`, no keypoint is detected where `mask_dir/<image name>.png` is 0."""
     reader = pycolmap.ImageReaderOptions()
+    if mask_dir is not None:
+        reader.mask_path = str(mask_dir)
     reader.camera_model = camera_model
     reader.default_focal_length_factor = float(focal_factor)
     if camera_params is not None:

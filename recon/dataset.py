@@ -23,6 +23,7 @@ class ClassList:
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE_INDEX
     no_3d: tuple[str, ...] = field(default_factory=tuple)
+    moving: tuple[str, ...] | None = None  # classes that move: SfM masks them (recon/moving.py)
 
     def __post_init__(self):
         if len(self.names) != len(self.palette):
@@ -32,6 +33,9 @@ class ClassList:
         unknown = set(self.no_3d) - set(self.names)
         if unknown:
             raise InputError(f"classes: no_3d names {sorted(unknown)} are not class names")
+        unknown = set(self.moving or ()) - set(self.names)
+        if unknown:
+            raise InputError(f"classes: moving names {sorted(unknown)} are not class names")
 
     @property
     def num_classes(self) -> int:
@@ -42,8 +46,9 @@ class ClassList:
         return [self.names.index(n) for n in self.no_3d]
 
     def to_json(self) -> dict:
-        return {"format": CLASSES_FORMAT, "names": list(self.names), "palette": [list(c) for c in self.palette],
-                "ignore_index": self.ignore_index, "no_3d": list(self.no_3d)}
+        out = {"format": CLASSES_FORMAT, "names": list(self.names), "palette": [list(c) for c in self.palette],
+               "ignore_index": self.ignore_index, "no_3d": list(self.no_3d)}
+        return out if self.moving is None else {**out, "moving": list(self.moving)}
 
     @classmethod
     def from_json(cls, data: dict, where: str = "classes.json") -> "ClassList":
@@ -57,7 +62,8 @@ class ClassList:
             raise InputError(f"{where}: field 'palette' must hold [r, g, b] triples")
         return cls(names=tuple(str(n) for n in data["names"]), palette=palette,
                    ignore_index=int(data.get("ignore_index", IGNORE_INDEX)),
-                   no_3d=tuple(data.get("no_3d", ())))
+                   no_3d=tuple(data.get("no_3d", ())),
+                   moving=tuple(data["moving"]) if data.get("moving") is not None else None)
 
     def palette_bytes(self) -> list[int]:
         """A 256-entry PIL palette: class colours, black elsewhere, white for the ignore index."""

@@ -47,6 +47,7 @@ class SfmOptions:
     loop_detection: bool = False
     shared_camera: bool = True
     camera_params: list[float] | None = None  # PINHOLE fx, fy, cx, cy, kept fixed; None = self-calibrate
+    mask_dir: Path | None = None  # COLMAP keypoint masks (recon/moving.py); None = none
     focal_factor: float = 1.2
     max_features: int = 8192
     seed: int = 0
@@ -103,7 +104,8 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, options: SfmOptions, 
             colmap.extract_features(database, image_dir, names, shared_camera=options.shared_camera,
                                     camera_model="PINHOLE" if options.camera_params else "SIMPLE_RADIAL",
                                     camera_params=options.camera_params, focal_factor=options.focal_factor,
-                                    max_features=options.max_features, num_threads=extraction_threads)
+                                    max_features=options.max_features, num_threads=extraction_threads,
+                                    mask_dir=options.mask_dir)
             if options.robust and options.focal_prior:
                 colmap.set_focal_prior(database)  # before matching: verification uses it
         with stages(f"matching ({mode})"):

@@ -16,6 +16,7 @@ from recon.errors import InputError
 from recon.fusion import densify, vote_labels
 from recon.scale import ScaleRequest, metric_scale
 from recon.scene import UNLABELED, Cloud, Links, Scene
+from recon.moving import write_moving_masks
 from recon.sfm import SfmOptions, point_confidence, run_sfm
 from recon.sources import ReconOptions, Sequence, Stages, image_sizes
 from recon.validate import PoseChecks, validate_poses, without_frames
@@ -34,6 +35,8 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
     sfm_options = sfm_options_from(options, seq)
     work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
     try:
+        masks = moving_masks(seq, images, sizes, work / "masks", options)
+        sfm_options.mask_dir = work / "masks" if masks else None
         result = run_sfm(seq.image_dir, [p.name for p in images], work, sfm_options, stages)
         registered = 0 if result.model is None else result.model.num_frames
         check_registered(registered, len(images), options.min_registered, result)
@@ -49,7 +52,7 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
             "frames_rejected": [{"image": result.model.names[f], "reasons": r} for f, r in rejected.items()],
             "matching": result.matching, "attempts": result.attempts, "best_attempt": result.best,
             "sfm_points": len(scene.cloud), "camera_model": result.model.camera_model,
-            "camera_params": result.model.camera_params[0]}
+            "camera_params": result.model.camera_params[0], "moving_masks": masks}
     sfm_points = len(scene.cloud)
     if options.dense is not False:
         scene, info["dense"] = densify(scene, options, stages)
@@ -59,6 +62,16 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
     if rejected:  # after densifying and scaling, which must not see their poses
         scene = with_unlinked_frames(scene, seq, result.model, list(rejected), info["scale"]["factor"])
     return scene, info
+
+
+def moving_masks(seq: Sequence, images: list[Path], sizes: np.ndarray, out: Path, options: ReconOptions) -> dict | None:
+    """Keypoint masks over the moving classes that the frames' labels and weak labels mark (recon/moving.py)."""
+    kinds = {"auto": ("label", "weak_label"), "weak": ("weak_label",), "off": ()}[options.mask_moving]
+    frames = []
+    for image, (width, height) in zip(images, sizes):
+        side = seq.side_files(image)
+        frames.append((image, (int(width), int(height)), [Path(side[k]) for k in kinds if side[k]]))
+    return write_moving_masks(frames, seq.classes, out, options.moving_classes)
 
 
 def validate_model(model: SfmModel, database: Path, names: list[str], checks: PoseChecks) -> dict[int, list[str]]:

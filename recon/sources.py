@@ -40,6 +40,10 @@ class ReconOptions:
     overlap: int = 10
     loop_detection: bool = False
     shared_camera: bool = True
+    # no SfM keypoints on classes that move (recon/moving.py) where marked by: auto = the dense labels and weak
+    # labels the frames have, weak = weak labels only (a benchmark that must not see dense labels), off = nowhere
+    mask_moving: str = "auto"
+    moving_classes: tuple[str, ...] | None = None  # the classes that move; None = classes.json's `moving` (or none)
     use_intrinsics: bool = False  # take K from SEQ/cameras.json instead of self-calibrating
     camera_height: float = 1.6  # metres above the ground: gives SfM's arbitrary scale metres (0 = no ground plane)
     scale: float | None = None  # the user's factor from SfM units to metres (wins over everything else)
