@@ -193,3 +193,19 @@ def test_catalog_offers_untrained_model_only_without_others(tmp_path):
         catalog.get("gone")
     with pytest.raises(InputError, match="folder not found"):
         ModelCatalog(str(tmp_path / "missing_model"), None)
+
+
+def test_reconstruct_report_says_how_many_frames_passed_validation_and_warns_when_weak():
+    from apps.demo.tab_reconstruct import report_markdown
+
+    base = {"source": "images", "points": 1000, "links": 5000, "seconds": 3.0, "frames_total": 10,
+            "scale": {"method": "ground plane", "confidence": "low", "factor": 2.0, "reasons": ["41 ground points"]}}
+    good = report_markdown({**base, "frames_registered": 9, "frames_rejected": [
+        {"image": "000006.png", "reasons": ["the trajectory jumps into it"]}]}, "t")
+    assert "passed pose validation: **9 / 10**" in good and "000006.png: the trajectory jumps" in good
+    assert "weak reconstruction" not in good and "low confidence" in good
+    weak = report_markdown({**base, "frames_registered": 5, "frames_rejected": [
+        {"image": f"{i:06d}.png", "reasons": ["x"]} for i in range(5)]}, "t")
+    assert "**5 / 10**" in weak and "and 2 more" in weak and "weak reconstruction" in weak
+    rgbd = report_markdown({**base, "source": "rgbd", "frames_registered": 6, "frames_total": 6}, "t")
+    assert "registered frames: **6 / 6**" in rgbd and "validation" not in rgbd

@@ -94,10 +94,33 @@ def report_markdown(report: dict, title: str) -> str:
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.get("stages", {}).items())
     return (f"**{title}**\n\n"
             f"- method: **{report['source']}**\n"
-            f"- registered frames: **{report.get('frames_registered', '?')} / {report.get('frames_total', '?')}**\n"
+            + frames_markdown(report) +
             f"- points: **{report['points']:,}** (pixel links {report['links']:,})\n"
             f"- time: **{report['seconds']:.1f} s** ({stages})\n"
             + (f"- {scale_line(report['scale'])}\n" if "scale" in report else ""))
+
+
+WEAK_SHARE = 0.8  # below this share of frames passing validation the page warns that the 3D helps little
+
+
+def frames_markdown(report: dict) -> str:
+    """Registered frames; for SfM, those that passed pose validation, the ones left out and why, and a warning
+    when too few passed for the 3D to help much."""
+    passed, total = report.get("frames_registered", "?"), report.get("frames_total", "?")
+    if "frames_rejected" not in report:
+        return f"- registered frames: **{passed} / {total}**\n"
+    line = f"- registered frames that passed pose validation: **{passed} / {total}**"
+    rejected = report["frames_rejected"]
+    if rejected:
+        shown = "; ".join(f"{r['image']}: {r['reasons'][0] if r['reasons'] else 'rejected'}" for r in rejected[:3])
+        line += f" (left out of the 3D, their images still train the 2D model: {shown}" + \
+            (f"; and {len(rejected) - 3} more)" if len(rejected) > 3 else ")")
+    line += "\n"
+    if isinstance(passed, int) and isinstance(total, int) and total and passed < WEAK_SHARE * total:
+        line += (f"- **weak reconstruction**: only {100 * passed / total:.0f} % of the frames have trusted poses, so "
+                 "the 3D teacher will help little; more overlap between frames (slower motion, more frames) "
+                 "helps most\n")
+    return line
 
 
 # ---------------------------------------------------------------------------------------------- colours
