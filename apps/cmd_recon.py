@@ -63,6 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-robust", dest="robust", action="store_false",
                    help="one mapping attempt only (no retries, relaxed initialisation or fallback)")
     g.add_argument("--min-registered", type=float, default=0.5, help="fail below this registered fraction")
+    g.add_argument("--windows", choices=("auto", "always", "off"), default="auto",
+                   help="ordered sequences (sorted names = time order): reconstruct overlapping windows of "
+                        "--window-frames frames (half overlap) independently and keep them as local sub-clouds, "
+                        "each frame in the window where it validates nearest the middle; auto: when fewer than "
+                        "90 %% of the frames pass whole-sequence validation and there are more frames than one window "
+                        "holds; training takes a frame's points from its own window only")
+    g.add_argument("--window-frames", type=int, default=24, metavar="N",
+                   help="frames per window (--windows; at least 4)")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("fusion (rgbd, dense)")
     g.add_argument("--stride", type=int, default=2, help="use every n-th pixel of each depth map")
@@ -102,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, max_scans=args.max_scans, scan=args.scan,
         visibility=args.visibility, scale=args.scale, known_distance=known_distance(args.known_distance),
         depth_scale=args.depth_scale, stereo_max_side=args.stereo_max_side, points_per_frame=args.points_per_frame,
-        mask_moving=args.mask_moving, moving_classes=moving_classes(args.moving_classes))
+        mask_moving=args.mask_moving, moving_classes=moving_classes(args.moving_classes), windows=args.windows,
+        window_frames=args.window_frames)
     report = reconstruct(args.dir, args.out, options, overwrite=args.overwrite, color=args.color)
     scale = f"; {scale_line(report['scale'])}" if "scale" in report else ""
     print(f"scene written to {args.out}: {frames_line(report, args.out)}, {report['points']} points, "
@@ -129,16 +138,21 @@ def known_distance(values: list[str] | None) -> tuple[str, str, float] | None:
 
 
 def frames_line(report: dict, out: str) -> str:
-    """E.g. '58/62 frames passed validation (4 rejected: see SCENE/report.json)'; sources without pose
-    validation (rgbd, lidar, colmap) say '4/4 frames'."""
+    """E.g. '58/62 frames passed validation (4 rejected: see SCENE/report.json)', '54/60 frames passed
+    validation in 4 windows'; sources without pose validation (rgbd, lidar, colmap) say '4/4 frames'."""
     counts = f"{report['frames_registered']}/{report['frames_total']} frames"
     if "frames_rejected" not in report:
         return counts
     rejected = len(report["frames_rejected"])
-    return f"{counts} passed validation" + (f" ({rejected} rejected: see {out}/report.json)" if rejected else "")
+    windows = f" in {len(report['windows'])} windows" if report.get("windows") else ""
+    return f"{counts} passed validation{windows}" + (f" ({rejected} rejected: see {out}/report.json)"
+                                                     if rejected else "")
 
 
 def _check_ranges(args: argparse.Namespace) -> None:
+    if args.window_frames < 4:
+        raise InputError(f"--window-frames {args.window_frames}: must be >= 4 (a window needs 3 validated frames; "
+                         "20-30 suits drives)")
     if args.stride < 1:
         raise InputError(f"--stride {args.stride}: must be >= 1")
     if args.max_scans is not None and args.max_scans < 1:

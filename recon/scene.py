@@ -34,11 +34,13 @@ class Frame:
     depth: str | None = None
     label: str | None = None
     weak_label: str | None = None
+    window: int | None = None  # windowed scenes: the window whose coordinates the pose is in; None = one window
 
     def to_json(self) -> dict:
-        return {"image": self.image, "width": self.width, "height": self.height, "K": self.K.tolist(),
+        data = {"image": self.image, "width": self.width, "height": self.height, "K": self.K.tolist(),
                 "cam_from_world": self.cam_from_world.tolist(), "depth": self.depth, "label": self.label,
                 "weak_label": self.weak_label}
+        return data if self.window is None else data | {"window": self.window}
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Cloud:
     weak_label: np.ndarray  # (N,) uint8, 255 = none
     source_frame: np.ndarray  # (N,) int32, -1 = none
     label: np.ndarray | None = None  # (N,) uint8 ground truth, optional
+    window: np.ndarray | None = None  # (N,) int32 window id of each point (own coordinates); None = one window
 
     def __len__(self) -> int:
         return int(self.xyz.shape[0])
@@ -103,6 +106,25 @@ class Scene:
     source: str = "images"
     root: Path | None = field(default=None, compare=False)
 
+    @property
+    def windowed(self) -> bool:
+        return self.cloud.window is not None
+
+    def window_points(self) -> list[np.ndarray]:
+        """Sorted point indices of each window (one entry, all points, for a scene without windows)."""
+        if self.cloud.window is None:
+            return [np.arange(len(self.cloud))]
+        order = np.argsort(self.cloud.window, kind="stable")
+        counts = np.bincount(self.cloud.window, minlength=self.num_windows)
+        return np.split(order, np.cumsum(counts)[:-1])
+
+    @property
+    def num_windows(self) -> int:
+        if self.cloud.window is None:
+            return 1
+        ids = [int(self.cloud.window.max()) if len(self.cloud) else 0]
+        return 1 + max(ids + [f.window for f in self.frames if f.window is not None])
+
     def resolve(self, relative: str | None) -> Path | None:
         """A path stored in scene.json, made absolute against the scene folder."""
         if relative is None:
@@ -113,6 +135,7 @@ class Scene:
     def validate(self, where: str = "scene") -> None:
         _validate_cloud(self.cloud, f"{where}/cloud.npz")
         _validate_links(self.links, len(self.frames), len(self.cloud), self.frames, f"{where}/links.npz")
+        _validate_windows(self, where)
         if self.source not in SOURCES:
             raise InputError(f"{where}/scene.json: field 'source' is {self.source!r}, expected one of {SOURCES}")
         labels = [a for a in (self.cloud.weak_label, self.cloud.label) if a is not None]
@@ -140,6 +163,8 @@ class Scene:
                  "weak_label": self.cloud.weak_label, "source_frame": self.cloud.source_frame}
         if self.cloud.label is not None:
             cloud["label"] = self.cloud.label
+        if self.cloud.window is not None:
+            cloud["window"] = self.cloud.window
         np.savez(folder / "cloud.npz", **cloud)
         np.savez(folder / "links.npz", offsets=self.links.offsets, point=self.links.point, v=self.links.v,
                  u=self.links.u)
@@ -162,7 +187,7 @@ class Scene:
 # field -> (dtype, trailing shape, required)
 CLOUD_FIELDS = {"xyz": (np.float32, (3,), True), "rgb": (np.uint8, (3,), True), "conf": (np.float32, (), True),
                 "weak_label": (np.uint8, (), True), "source_frame": (np.int32, (), True),
-                "label": (np.uint8, (), False)}
+                "label": (np.uint8, (), False), "window": (np.int32, (), False)}
 LINK_FIELDS = {"offsets": (np.int64, (), True), "point": (np.int64, (), True), "v": (np.int32, (), True),
                "u": (np.int32, (), True)}
 
@@ -187,7 +212,8 @@ def _frame_from_json(data: dict, where: str) -> Frame:
     try:
         frame = Frame(image=str(data["image"]), width=int(data["width"]), height=int(data["height"]),
                       K=np.asarray(data["K"], np.float64), cam_from_world=np.asarray(data["cam_from_world"], np.float64),
-                      depth=data.get("depth"), label=data.get("label"), weak_label=data.get("weak_label"))
+                      depth=data.get("depth"), label=data.get("label"), weak_label=data.get("weak_label"),
+                      window=None if data.get("window") is None else int(data["window"]))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{where}: missing or malformed field ({e})") from None
     if frame.K.shape != (3, 3):
@@ -257,3 +283,26 @@ def _validate_links(links: Links, num_frames: int, num_points: int, frames: list
         widths = np.array([f.width for f in frames])[frame_of_link]
         if np.any((links.v < 0) | (links.v >= heights) | (links.u < 0) | (links.u >= widths)):
             raise InputError(f"{where}: fields 'v'/'u' hold pixels outside their frame's image")
+
+
+def _validate_windows(scene: Scene, where: str) -> None:
+    """Windowed scenes: every point has a window id >= 0, and a frame's links point into its own window only."""
+    framed = [i for i, f in enumerate(scene.frames) if f.window is not None]
+    if scene.cloud.window is None:
+        if framed:
+            raise InputError(f"{where}/scene.json: frames[{framed[0]}] has field 'window' but cloud.npz has no "
+                             "'window' field; save both or neither")
+        return
+    if len(scene.cloud) and scene.cloud.window.min() < 0:
+        raise InputError(f"{where}/cloud.npz: field 'window' holds {int(scene.cloud.window.min())}; window ids "
+                         "start at 0")
+    if any(scene.frames[i].window < 0 for i in framed):
+        raise InputError(f"{where}/scene.json: a frame's field 'window' is negative; window ids start at 0")
+    counts = np.diff(scene.links.offsets)
+    frame_window = np.array([-1 if f.window is None else f.window for f in scene.frames], np.int64)
+    link_window = np.repeat(frame_window, counts)
+    wrong = scene.cloud.window[scene.links.point] != link_window
+    if wrong.any():
+        frame = int(np.repeat(np.arange(len(scene.frames)), counts)[np.argmax(wrong)])
+        raise InputError(f"{where}/links.npz: frames[{frame}] (window {scene.frames[frame].window}) links points "
+                         "of another window; a frame links only points of its own window")

@@ -23,6 +23,8 @@ from recon.validate import PoseChecks, validate_poses, without_frames
 
 
 def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, dict]:
+    from recon import windows  # it builds on this module's helpers
+
     images = seq.images
     if len(images) < 2:
         raise InputError(f"{seq.image_dir}: only {len(images)} image; SfM needs at least 2 overlapping views "
@@ -32,16 +34,24 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
     check_upright(images)  # first: a rotated file also looks like a size mismatch
     check_sizes(images, sizes, options.shared_camera, dense=options.dense is not False)
     check_known_frames(options.known_distance, images)
+    windows.check_options(options)
     sfm_options = sfm_options_from(options, seq)
     work = Path(tempfile.mkdtemp(prefix="rewis-sfm-"))
     try:
         masks = moving_masks(seq, images, sizes, work / "masks", options)
         sfm_options.mask_dir = work / "masks" if masks else None
+        if options.windows == "always":
+            return windows.build_windows(seq, work, sfm_options, options, stages, masks, whole=None)
         result = run_sfm(seq.image_dir, [p.name for p in images], work, sfm_options, stages)
         registered = 0 if result.model is None else result.model.num_frames
-        check_registered(registered, len(images), options.min_registered, result)
+        if not windows.eligible(options, len(images)):  # else a failed whole model falls back to windows
+            check_registered(registered, len(images), options.min_registered, result)
         with stages("validate poses"):
-            rejected = validate_model(result.model, result.database, [p.name for p in images], PoseChecks())
+            rejected = {} if result.model is None else \
+                validate_model(result.model, result.database, [p.name for p in images], PoseChecks())
+        if windows.wanted(options, registered - len(rejected), len(images)):
+            whole = {"registered": registered, "validated": registered - len(rejected)}
+            return windows.build_windows(seq, work, sfm_options, options, stages, masks, whole)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = registered - len(rejected)

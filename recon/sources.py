@@ -58,6 +58,10 @@ class ReconOptions:
     mapper: str = "auto"  # incremental | global | auto: global with known intrinsics (recon/sfm.py)
     robust: bool = True  # retries, relaxed initialisation, global fallback (recon/sfm.py)
     min_registered: float = 0.5  # fail below this fraction of registered frames
+    # ordered sequences: reconstruct overlapping windows of window_frames frames (half overlap) as local
+    # sub-clouds when the whole-sequence model fails validation (auto), always, or never (recon/windows.py)
+    windows: str = "auto"
+    window_frames: int = 24
     num_threads: int = -1
     deterministic: bool = True  # single-threaded mapping: same model on every run
     # colmap import

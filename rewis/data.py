@@ -60,6 +60,9 @@ class TrainDataset(Dataset):
         self.scenes: list[Scene] = []
         self.views: list[list[ViewInfo]] = []
         self.ups: list[np.ndarray] = []
+        # windowed scenes (recon/windows.py): each window's point indices and up axis; None = one window
+        self.pools: list[list[np.ndarray] | None] = []
+        self.window_ups: list[np.ndarray | None] = []
         self.frames: list[FrameRef] = []
         self.classes: ClassList | None = None
         for path in cfg.train:
@@ -79,6 +82,8 @@ class TrainDataset(Dataset):
             if self.points:
                 self.views.append([self._view(scene, i) for i in range(len(scene.frames))])
                 self.ups.append(self._up(scene))
+                self.pools.append(scene.window_points() if scene.windowed else None)
+                self.window_ups.append(self._window_ups(scene) if scene.windowed else None)
         elif (path / "images").is_dir():
             if self.points:
                 raise InputError(f"{path}: this mode needs a scene (points and links); run 'rewis recon {path} "
@@ -127,6 +132,18 @@ class TrainDataset(Dataset):
         frames = [scene.frames[i] for i in linked] or scene.frames
         return cameras_up([f.cam_from_world for f in frames])
 
+    def _window_ups(self, scene: Scene) -> np.ndarray:
+        """(windows, 3): the up axis of each window from its own linked frames, as _up does for a scene."""
+        if self.cfg.up_axis != "auto":
+            return np.tile(augment.axis_vector(self.cfg.up_axis), (scene.num_windows, 1))
+        linked = np.diff(scene.links.offsets) > 0
+        ups = []
+        for w in range(scene.num_windows):
+            mine = [f for f in scene.frames if f.window == w]
+            own_linked = [f for f, link in zip(scene.frames, linked) if f.window == w and link]
+            ups.append(cameras_up([f.cam_from_world for f in own_linked or mine]) if mine else self._up(scene))
+        return np.stack(ups)
+
     def __len__(self) -> int:
         return len(self.frames) * self.cfg.epoch_repeats
 
@@ -154,11 +171,19 @@ class TrainDataset(Dataset):
         point, v, u = scene.links.frame(ref.frame)
         v2, u2, inside = augment.remap_pixels(geo, v, u)
         visible = np.unique(point[inside]) if cfg.crop_first else None
-        idx = sample_view_points(rng, scene.cloud.xyz, view, cfg.num_points, cfg.in_view_share, cfg.ball_factor,
-                                 visible)
+        pools = self.pools[ref.source]
+        window = scene.frames[ref.frame].window if pools is not None else None
+        if window is None or not len(pools[window]):  # a rejected frame of a window that kept no points
+            idx = sample_view_points(rng, scene.cloud.xyz, view, cfg.num_points, cfg.in_view_share, cfg.ball_factor,
+                                     visible)
+            up = self.ups[ref.source]
+        else:  # the other windows' points live in other coordinates
+            idx = sample_window_points(rng, scene.cloud.xyz, pools[window], view, cfg.num_points,
+                                       cfg.in_view_share, cfg.ball_factor, visible)
+            up = self.window_ups[ref.source][window]
         cloud = scene.cloud
         xyz = (cloud.xyz[idx].astype(np.float64) - view.centre).astype(np.float32)
-        xyz_aug = augment.augment_points(rng, xyz, self.ups[ref.source], np.zeros(3), cfg.rotate_up, cfg.scale3d,
+        xyz_aug = augment.augment_points(rng, xyz, up, np.zeros(3), cfg.rotate_up, cfg.scale3d,
                                          cfg.flip3d, cfg.jitter_sigma, cfg.jitter_clip)
         point = point[inside]
         pos = np.minimum(np.searchsorted(idx, point), len(idx) - 1)
@@ -202,6 +227,15 @@ def sample_view_points(rng: np.random.Generator, xyz: np.ndarray, view: ViewInfo
         pool = np.flatnonzero(~taken)
         parts.append(rng.choice(pool, min(rest, len(pool)), replace=False))
     return np.sort(np.concatenate(parts).astype(np.int64))
+
+
+def sample_window_points(rng: np.random.Generator, xyz: np.ndarray, pool: np.ndarray, view: ViewInfo, m: int,
+                         in_view_share: float, ball_factor: float, visible: np.ndarray | None = None) -> np.ndarray:
+    """sample_view_points over the points `pool` (sorted indices, e.g. one window's) only; the view's own and
+    visible points must lie in the pool."""
+    local = ViewInfo(np.searchsorted(pool, view.points), view.centre, view.radius)
+    local_visible = None if visible is None else np.searchsorted(pool, visible)
+    return pool[sample_view_points(rng, xyz[pool], local, m, in_view_share, ball_factor, local_visible)]
 
 
 def collate(samples: list[dict]) -> dict:
