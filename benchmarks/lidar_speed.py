@@ -105,7 +105,7 @@ def measure(net: str, args, work: Path) -> dict:
     trainer_module.Trainer._after_step = timed
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer_module.train(cfg)
-    step_s = statistics.median(np.diff(stamps[args.warmup - 1:])) if args.warmup else statistics.median(np.diff(stamps))
+    step_s = statistics.median(np.diff(stamps[max(args.warmup - 1, 0):]))  # stamps: after each step
     model = load_model3d(work / "run" / "export", args.device)
     params = sum(p.numel() for p in model.net.parameters())
     points = np.fromfile(work / "scans" / "velodyne" / "000000.bin", "<f4").reshape(-1, 4)
