@@ -2,7 +2,7 @@
 
 Used by the RGB-D source (measured depth) and by dense stereo (estimated depth + confidence). Points keep
 the colour, weak label and ground-truth label of their source pixel; the least confident fraction of each
-view is dropped (METHODS.md, "3D data": 10 % by default). Dense stereo runs at a capped working resolution,
+view is dropped (docs/METHODS.md, "3D data": 10 % by default). Dense stereo runs at a capped working resolution,
 so its depth pixels stand for blocks of the stored image's pixels (links point at the stored pixel under each
 working pixel's centre), and its cloud is merged to a point budget by voxels (a 50-frame phone capture gave
 15.9 M points, 1.1 GB).
@@ -142,7 +142,7 @@ def vote_labels(point: np.ndarray, labels: np.ndarray, num_points: int) -> np.nd
 
 def vote_across_views(xyz: np.ndarray, views: list[DepthView], own: np.ndarray | None = None,
                       abs_tol: float = 0.05, rel_tol: float = 0.03) -> np.ndarray:
-    """Accumulated weak labels (METHODS.md, "3D data"): per point, the majority weak label over every frame
+    """Accumulated weak labels (docs/METHODS.md, "3D data"): per point, the majority weak label over every frame
     that sees it - the point projects into the frame and agrees with that frame's depth map within
     abs_tol + rel_tol * D - so a scene cloud gathers the scribbles of all its frames, not only of the pixel it
     came from. Ties go to the smaller class id; 255 where no frame that sees the point has a label there.

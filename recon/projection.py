@@ -27,8 +27,8 @@ Links = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per view: point
 # Points projected at once per view on the CPU: the elementwise work is memory bound, so a chunk whose
 # temporaries stay in the caches runs several times faster than whole-array passes.
 CPU_CHUNK_POINTS = 1 << 17
-DEFAULT_ABS_TOL = 0.05  # metres; (open) default, see METHODS.md section 1
-DEFAULT_REL_TOL = 0.01  # fraction of the reference depth; (open) default
+DEFAULT_ABS_TOL = 0.05  # metres; our own default (no paper fixes it), see docs/METHODS.md section 1
+DEFAULT_REL_TOL = 0.01  # fraction of the reference depth; our own default
 
 
 # ---------------------------------------------------------------------------------------------- matrices

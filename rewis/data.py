@@ -3,7 +3,7 @@
 A training sample is one frame of a scene (or of a plain sequence folder, for 2D-only modes):
 - `image` float (3, h, w) in [0, 255] and `label` int64 (h, w) (weak labels of the chosen kind, or dense
   labels for mode `full`; 255 = unlabeled), after a random rescale / crop / flip;
-- with points (view-aware sampling, METHODS.md section 2): M points around the view - the view's own points
+- with points (view-aware sampling, docs/METHODS.md section 2): M points around the view - the view's own points
   inside a ball of `ball_factor` x the view radius (at most `in_view_share` x M; with `crop_first` only those
   whose pixel lies in the training crop, as only they give links), filled with other points of the ball, then
   random points of the cloud; the least confident `view_drop_fraction` of the view's points are

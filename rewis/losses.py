@@ -1,4 +1,4 @@
-"""Loss functions of METHODS.md sections 1-2, on flat (N, C) logits; 2D maps are flattened by the caller.
+"""Loss functions of docs/METHODS.md sections 1-2, on flat (N, C) logits; 2D maps are flattened by the caller.
 
 - `partial_consistency`: L_base = (1 - beta) CE(s, y; labeled) + beta w_T KL(p(t) || p(s); unlabeled), with
   w_T the share of all teacher outputs whose max prob >= threshold.
@@ -7,7 +7,7 @@
 - `class_balanced_weights`: per-class CE weights from label counts (rare classes weigh more).
 - `ClassMap`: class ids <-> 3D head outputs when some classes (sky) have no 3D geometry.
 - `lovasz_softmax`: the IoU surrogate of the LiDAR modes (ScribbleKITTI, 2DPASS).
-- `scribblekitti_consistency`: (1/N)[sum_labeled CE + sum_unlabeled KL(p(t) || p(s))] (METHODS.md section 4).
+- `scribblekitti_consistency`: (1/N)[sum_labeled CE + sum_unlabeled KL(p(t) || p(s))] (docs/METHODS.md section 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loss math of METHODS.md on hand-computed tiny cases."""
+"""Loss math of docs/METHODS.md on hand-computed tiny cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Base of the LiDAR modes (METHODS.md section 4): their product is a 3D point network.
+"""Base of the LiDAR modes (docs/METHODS.md section 4): their product is a 3D point network.
 
 Training data are scans (rewis/scans.py) of `data.train`; `data.val` scans with dense labels are scored with
 one point confusion matrix (rewis/model3d.py, the evaluator of `rewis eval` on a 3D model); the export is a

@@ -1,4 +1,4 @@
-"""Mode `ema`: the mean-teacher baseline (METHODS.md section 3) = the 2D branch of Rewis3d without 3D.
+"""Mode `ema`: the mean-teacher baseline (docs/METHODS.md section 3) = the 2D branch of Rewis3d without 3D.
 
 The EMA teacher sees the weak view (shared rescale/crop/flip), the student the strong view (+ colour jitter,
 blur, cutout); loss L_base2D = (1 - beta) CE(weak labels) + beta w_T KL(teacher || student) on unlabeled
@@ -19,7 +19,7 @@ from rewis.modes.base import Mode2D, StepInfo, adamw
 
 @dataclass
 class ReferenceQuirks:
-    """Behaviours of the released Rewis3d code that METHODS.md replaces by sane defaults; set one to reproduce
+    """Behaviours of the released Rewis3d code that docs/METHODS.md replaces by sane defaults; set one to reproduce
     the reference."""
     ema_reset_each_epoch: bool = False  # the EMA step counter restarts every epoch (resets the teacher)
     teacher_train_mode: bool = False  # teachers run in train mode

@@ -1,4 +1,4 @@
-"""Mode `full`: the fully supervised 2D reference (METHODS.md section 3): cross-entropy on dense labels,
+"""Mode `full`: the fully supervised 2D reference (docs/METHODS.md section 3): cross-entropy on dense labels,
 same 2D geometry augmentation as the weak modes, no teacher. Gives the FS of SS/FS."""
 
 from __future__ import annotations

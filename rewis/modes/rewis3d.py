@@ -1,4 +1,4 @@
-"""Mode `rewis3d` (METHODS.md section 2): 2D and 3D students with EMA teachers, cross-modal consistency.
+"""Mode `rewis3d` (docs/METHODS.md section 2): 2D and 3D students with EMA teachers, cross-modal consistency.
 
 Per branch L_base = (1 - beta) CE(weak labels) + beta w_T KL(teacher || student) on unlabeled elements (2D:
 pixels of the crop; 3D: the M sampled points with the scene's accumulated weak labels). Cross-modal
