@@ -26,7 +26,7 @@ MAX_TILT_DEG = 30.0  # ground normal within this angle of the cameras' up direct
 # A camera carried along the ground travels parallel to it: along an elongated trajectory only planes that contain
 # the travel direction are candidates. Without that, depth noise on a drive's far road tilted the plane by ~5 deg,
 # so the cameras stood 1.9 m above it at one end and 1.3 m at the other, and the median made the street scenes
-# 5-24 % too small (benchmarks/RESULTS.md, session 8).
+# 5-24 % too small (benchmarks/RESULTS.md, "Training quality on an H100: three seeds").
 ELONGATED = 3.0  # trajectory spread along its main axis over the spread across it, for a travel direction
 INLIER_FRACTION_OF_DEPTH = 0.01  # RANSAC inlier band = 1 % of the median camera-to-point distance
 MIN_GROUND_POINTS = 30

@@ -54,8 +54,9 @@ class SfmOptions:
     # first attempt: incremental | global | auto (global with known intrinsics, else incremental). With a fixed,
     # known K the global mapper solved 11 of the quality benchmark's 12 training sequences (street and room,
     # 240x180, 10 frames) with relative rotation errors <= 1.7 deg, where the incremental one registered every
-    # frame of 3 of those 11 with poses off by 6-14 deg and scale drift (RESULTS.md, session 8; the 12th is off
-    # with either). Without K it needs a usable focal guess, so it comes after the incremental attempts there.
+    # frame of 3 of those 11 with poses off by 6-14 deg and scale drift (benchmarks/RESULTS.md, "Training quality on
+    # an H100: three seeds"; the 12th is off with either). Without K it needs a usable focal guess, so it comes after
+    # the incremental attempts there.
     mapper: str = "auto"
     robust: bool = True  # False = the first attempt only: none of the measures below
     focal_prior: bool = False  # measured: more often costs registrations than it gains (benchmarks/RESULTS.md)
