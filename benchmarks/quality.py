@@ -19,7 +19,7 @@ The criterion's figures are measured at `--config configs/quality_gpu.yaml` (1,0
 estimated 12-14 min on one H100, ~50 min a run on a 2-core CPU); the default, the quickstart's 160 steps, runs on
 a CPU. On a
 GPU machine without open3d/pycolmap: `--prepare-only` here, carry the data (benchmarks/device_env.sh), then run
-the same command there through benchmarks/device_run.sh (RESULTS.md, session 5).
+the same command there through benchmarks/device_run.sh (RESULTS.md, "Device time, for the next GPU runs").
 """
 
 from __future__ import annotations
