@@ -118,7 +118,6 @@ class OptimConfig:
     schedule: str = "linear"  # linear (decay to 0) | onecycle | constant | cosine
     warmup_steps: int = 0  # linear warm-up (linear, cosine, constant)
     pct_start: float = 0.3  # onecycle: share of steps rising
-    block_lr: float | None = None  # reference quirk: lr of every parameter whose name holds "block"
 
 
 @dataclass
