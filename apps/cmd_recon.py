@@ -64,11 +64,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one mapping attempt only (no retries, relaxed initialisation or fallback)")
     g.add_argument("--min-registered", type=float, default=0.5, help="fail below this registered fraction")
     g.add_argument("--windows", choices=("auto", "always", "off"), default="auto",
-                   help="ordered sequences (sorted names = time order): reconstruct overlapping windows of "
-                        "--window-frames frames (half overlap) independently and keep them as local sub-clouds, "
-                        "each frame in the window where it validates nearest the middle; auto: when fewer than "
-                        "90 %% of the frames pass whole-sequence validation and there are more frames than one window "
-                        "holds; training takes a frame's points from its own window only")
+                   help="ordered sequences (sorted names = time order) with more frames than one window holds: "
+                        "overlapping windows of --window-frames frames (half overlap) reconstructed on their own, and "
+                        "a frame is kept only where a second reconstruction (the neighbouring window or the "
+                        "whole-sequence model) agrees on its pose. auto: the windows check the whole-sequence model, "
+                        "which stays where they confirm it while it keeps 90 %% of the frames, else the windows "
+                        "replace it as local sub-clouds (each frame in the window nearest whose middle it is kept; "
+                        "training takes its points from that window only); always: windows without a whole-sequence "
+                        "model; off: the whole-sequence model unchecked. Windows roughly double the SfM time")
     g.add_argument("--window-frames", type=int, default=24, metavar="N",
                    help="frames per window (--windows; at least 4)")
     g.add_argument("--seed", type=int, default=0)
@@ -145,6 +148,8 @@ def frames_line(report: dict, out: str) -> str:
         return counts
     rejected = len(report["frames_rejected"])
     windows = f" in {len(report['windows'])} windows" if report.get("windows") else ""
+    if report.get("verification"):
+        windows = f", confirmed by {report['verification']['windows']} windows"
     return f"{counts} passed validation{windows}" + (f" ({rejected} rejected: see {out}/report.json)"
                                                      if rejected else "")
 

@@ -30,7 +30,7 @@ from recon.build import reconstruct  # noqa: E402
 from recon.dataset import read_cameras, read_json  # noqa: E402
 from recon.errors import InputError  # noqa: E402
 from recon.scene import Scene  # noqa: E402
-from recon.sfm import align_sim3, camera_centres  # noqa: E402
+from recon.sfm import align_sim3, camera_centres, pose_residuals  # noqa: E402
 from recon.sources import ReconOptions  # noqa: E402
 
 OFF_SHARE, OFF_DEGREES = 0.05, 5.0
@@ -108,20 +108,14 @@ def windowed_score(frames: list, est_pose: np.ndarray, gt_pose: np.ndarray, name
 def aligned_errors(est_pose: np.ndarray, gt_pose: np.ndarray, by_rotations: bool = False):
     """Centre errors (m) and rotation errors (deg) after one Sim(3) alignment, and the true path length. The
     alignment fits the centres (Umeyama), or with `by_rotations` takes its rotation from the cameras' own
-    orientations (a short, nearly straight window leaves the roll about the travel axis open to a fit of
-    centres) and fits scale and shift to the centres."""
-    est, gt = camera_centres(est_pose), camera_centres(gt_pose)
-    est_wc, gt_wc = np.transpose(est_pose[:, :3, :3], (0, 2, 1)), np.transpose(gt_pose[:, :3, :3], (0, 2, 1))
+    orientations (recon.sfm.pose_residuals) and fits scale and shift to the centres."""
     if by_rotations:
-        U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", gt_wc, est_wc))
-        R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-        a, b = est @ R.T - (est @ R.T).mean(0), gt - gt.mean(0)
-        scale = float((a * b).sum() / max((a * a).sum(), 1e-12))
-        t = gt.mean(0) - scale * (est @ R.T).mean(0)
-    else:
-        scale, R, t = align_sim3(est, gt)
+        return pose_residuals(est_pose, gt_pose)
+    est, gt = camera_centres(est_pose), camera_centres(gt_pose)
+    scale, R, t = align_sim3(est, gt)
     errors = np.linalg.norm(scale * est @ R.T + t - gt, axis=1)
-    turned = rotation_degrees(R @ est_wc, gt_wc)
+    turned = rotation_degrees(R @ np.transpose(est_pose[:, :3, :3], (0, 2, 1)),
+                              np.transpose(gt_pose[:, :3, :3], (0, 2, 1)))
     return errors, turned, float(np.linalg.norm(np.diff(gt, axis=0), axis=1).sum())
 
 

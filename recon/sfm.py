@@ -345,6 +345,23 @@ def align_sim3(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarra
     return scale, R, mu_t - scale * R @ mu_s
 
 
+def pose_residuals(source_pose: np.ndarray, target_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Two estimates of the same cameras (F, 4, 4 cam_from_world) in different similarity frames: per camera the
+    centre distance (target units) and rotation angle (deg) left after aligning source onto target, and the
+    target path length. The rotation comes from the cameras' orientations (a short, nearly straight stretch
+    leaves the roll about the travel axis open to a fit of centres alone); scale and shift fit the centres."""
+    src, tgt = camera_centres(source_pose), camera_centres(target_pose)
+    src_wc, tgt_wc = np.swapaxes(source_pose[:, :3, :3], 1, 2), np.swapaxes(target_pose[:, :3, :3], 1, 2)
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", tgt_wc, src_wc))
+    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    a, b = src @ R.T - (src @ R.T).mean(0), tgt - tgt.mean(0)
+    scale = float((a * b).sum() / max((a * a).sum(), 1e-12))
+    errors = np.linalg.norm(scale * a - b, axis=1)
+    cos = (np.einsum("nij,nij->n", R @ src_wc, tgt_wc) - 1.0) / 2.0
+    turned = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return errors, turned, float(np.linalg.norm(np.diff(tgt, axis=0), axis=1).sum())
+
+
 def centre_error(estimated: np.ndarray, truth: np.ndarray) -> dict:
     """Camera centre error after Sim(3) alignment, absolute and relative to the true trajectory length."""
     scale, R, t = align_sim3(estimated, truth)

@@ -51,7 +51,15 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
                 validate_model(result.model, result.database, [p.name for p in images], PoseChecks())
         if windows.wanted(options, registered - len(rejected), len(images)):
             whole = {"registered": registered, "validated": registered - len(rejected)}
-            return windows.build_windows(seq, work, sfm_options, options, stages, masks, whole)
+            voter = None if result.model is None else windows.whole_voter(seq, result.model, rejected)
+            return windows.build_windows(seq, work, sfm_options, options, stages, masks, whole, voter)
+        verification = None
+        if windows.verifies(options, len(images)):
+            verdict = windows.verify_whole(seq, work, sfm_options, options, stages, masks, result.model, rejected)
+            if verdict.windowed is not None:
+                return verdict.windowed
+            rejected, verification = {**rejected, **verdict.rejected}, verdict.info
+            rejected = dict(sorted(rejected.items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = registered - len(rejected)
@@ -62,7 +70,7 @@ def build(seq: Sequence, options: ReconOptions, stages: Stages) -> tuple[Scene, 
             "frames_rejected": [{"image": result.model.names[f], "reasons": r} for f, r in rejected.items()],
             "matching": result.matching, "attempts": result.attempts, "best_attempt": result.best,
             "sfm_points": len(scene.cloud), "camera_model": result.model.camera_model,
-            "camera_params": result.model.camera_params[0], "moving_masks": masks}
+            "camera_params": result.model.camera_params[0], "moving_masks": masks, "verification": verification}
     sfm_points = len(scene.cloud)
     if options.dense is not False:
         scene, info["dense"] = densify(scene, options, stages)
