@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from apps.cli import main
+from recon.errors import InputError
 from test_train_resume import Killed, train_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,13 +59,32 @@ def test_lidar_mode_trains_and_exports_a_3d_model_that_rewis_eval_scores_alike(m
     if mode == "scribblekitti":
         stats = json.loads((run / "stages" / "retrain" / "stats.json").read_text())
         assert stats["scans"] == 3 and stats["pseudo_labelled_points"] > 0
+        assert sum(c["points"] for c in stats["per_class"].values()) == np.sum(stats["confusion"])
 
 
-def test_scribblekitti_resumes_exactly_inside_its_retraining_stage(scribbled, tmp_path, monkeypatch):
+def test_scribblekitti_refuses_an_unknown_ce_normalisation(scribbled, tmp_path):
+    with pytest.raises(InputError, match="method.ce_over"):
+        lidar_config(*scribbled, tmp_path / "run", "mode=scribblekitti", "method.ce_over=some")
+
+
+def test_pseudo_label_quality_by_hand():
+    from rewis.modes.scribblekitti import pseudo_label_quality
+
+    # rows: dense label, columns: pseudo-label. 4 points labelled a (3 right), 1 labelled b (wrong), none c
+    confusion = np.array([[3, 1, 0], [1, 0, 0], [0, 0, 0]])
+    q = pseudo_label_quality(confusion, ["a", "b", "c"])
+    assert q["accuracy_vs_dense_labels"] == 0.6
+    assert q["per_class"]["a"] == {"points": 4, "precision": 0.75}
+    assert q["per_class"]["b"] == {"points": 1, "precision": 0.0} and q["per_class"]["c"]["precision"] is None
+    assert pseudo_label_quality(np.zeros((3, 3), int), ["a", "b", "c"]) == {"accuracy_vs_dense_labels": None}
+
+
+@pytest.mark.parametrize("fresh", ["false", "true"])
+def test_scribblekitti_resumes_exactly_inside_its_retraining_stage(fresh, scribbled, tmp_path, monkeypatch):
     from rewis import trainer as trainer_module
     from rewis.trainer import train
 
-    args = ("run.max_steps=6", "run.save_every=4", "method.first_share=0.5")
+    args = ("run.max_steps=6", "run.save_every=4", "method.first_share=0.5", f"method.fresh_retrain={fresh}")
     train(lidar_config(*scribbled, tmp_path / "full", *args))
     original = trainer_module.Trainer._after_step
 
