@@ -147,7 +147,7 @@ def run_drive(seq: Path, work: Path, windows: str = "auto", window_frames: int =
     events = sorted({e["kind"] for e in read_json(seq / "synth.json").get("events", [])})
     return {"drive": seq.name, "events": events, "seconds": round(time.perf_counter() - start, 1),
             "scale": report.get("scale"), "scene_windows": len(report.get("windows") or []) or None,
-            "whole_sequence": report.get("whole_sequence"), **row}
+            "whole_sequence": report.get("whole_sequence"), "verification": report.get("verification"), **row}
 
 
 def main() -> None:
