@@ -18,6 +18,7 @@ from recon.errors import InputError
 COMMANDS = {
     "synth": ("apps.cmd_synth", "render a synthetic sequence with ground truth (street or room)"),
     "labels": ("apps.cmd_labels", "derive weak labels (points, scribbles, coarse, boxes, tags) from dense labels"),
+    "frames": ("apps.cmd_frames", "sample a video into a sequence folder (the sharpest frame per 1/FPS s)"),
     "recon": ("apps.cmd_recon", "reconstruct a sequence into a Scene (cloud + cameras + pixel links)"),
     "train": ("apps.cmd_train", "train a model from a YAML config (same as accelerate launch -m rewis.train)"),
     "predict": ("apps.cmd_predict", "segment a folder of images with a trained model"),
