@@ -178,7 +178,7 @@ def print_table(modes: dict, checks, args) -> None:
     for mode, m in modes.items():
         cells = [f"{m['per_seed'][s]:.2f}" if s in m["per_seed"] else "-" for s in seeds]
         acc = f"{m['pseudo_label_accuracy']:.1f} %" if "pseudo_label_accuracy" in m else ""
-        print(f"| {mode} | " + " | ".join(cells) + f" | {m['miou']:.2f} | {m['ss_fs']:.1f} % | {acc} | "
+        print(f"| {mode} | " + " | ".join(cells) + f" | {m['miou']:.2f} | {'-' if m['ss_fs'] is None else format(m['ss_fs'], '.1f') + ' %'} | {acc} | "
               f"{m['seconds']:.0f} |")
     if modes:
         names = list(next(iter(modes.values()))["iou"])
