@@ -303,9 +303,9 @@ def corroborate(parts: list[WindowPart], whole: WindowPart | None = None) -> Non
     for v in voters:
         v.confirmed = {p for p in v.positions.tolist() if (id(v), p) in kept}
         for p in v.positions.tolist():
-            others = [o for o in holders[p] if o is not v]
             if p in v.confirmed:
                 continue
+            others = [o for o in holders[p] if o is not v]
             if (id(v), p) in reasons:
                 v.distrust([p], reasons[(id(v), p)])
             elif others:

@@ -30,6 +30,7 @@ from rewis.losses import scribblekitti_consistency
 from rewis.modes.base import OfflineContext, Stage, StepInfo
 from rewis.modes.base3d import LidarMethod, Mode3D
 from rewis.scans import scan_rgb
+from segment.metrics import confusion_matrix
 
 
 @dataclass
@@ -124,9 +125,8 @@ class ScribbleKittiMode(Mode3D):
             folder, scan = data.items[index]
             if folder.has_labels(scan, "labels"):
                 truth = folder.labels(scan, "labels", len(labels))
-                both = (labels != IGNORE_INDEX) & (truth != IGNORE_INDEX)
-                confusion += np.bincount(truth[both].astype(np.int64) * k + labels[both],
-                                         minlength=k * k).reshape(k, k)
+                pseudo = labels != IGNORE_INDEX
+                confusion += confusion_matrix(labels[pseudo], truth[pseudo], k).numpy()
         stats = {"scans": len(data), "pseudo_labelled_points": kept, "first_bin": first_bin.tolist(),
                  **pseudo_label_quality(confusion, self.classes.names)}
         (ctx.out / "stats.json").write_text(json.dumps(stats) + "\n")
